@@ -1,0 +1,97 @@
+"""Online linear probe: frozen backbone features on a labelled set, logged during training.
+
+These are *online* numbers (quick full-batch probes on cached features at training resolution);
+the paper's offline protocol is `stablerep probe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from stablerep_pl.data.eval_sets import EvalSet
+from stablerep_pl.evaluation.linear import ProbeResult, extract_features, fit_linear_probe
+
+
+class LinearProbeCallback(L.Callback):
+    """Every `every_n_epochs` epochs and at the end of training, probe the backbone on `eval_set`.
+
+    With `baseline=True` the untrained backbone is probed once at the start of a fresh run
+    (step 0), so the logs show what training added over random features.
+    """
+
+    def __init__(
+        self,
+        eval_set: EvalSet,
+        every_n_epochs: int = 1,
+        lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
+        steps: int = 300,
+        batch_size: int = 256,
+        baseline: bool = True,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.eval_set = eval_set
+        self.every_n_epochs = every_n_epochs
+        self.lrs, self.steps, self.batch_size = tuple(lrs), steps, batch_size
+        self.baseline = baseline
+        self.baseline_result: ProbeResult | None = None
+        self.last_result: ProbeResult | None = None
+        self._last_probed_epoch = -1
+
+    @property
+    def prefix(self) -> str:
+        return f"probe/{self.eval_set.name}"
+
+    def probe(self, pl_module: L.LightningModule) -> ProbeResult:
+        """Probe `pl_module.backbone` in eval mode (BatchNorm uses running statistics)."""
+        backbone = pl_module.backbone
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            kwargs: dict[str, Any] = {"device": pl_module.device, "batch_size": self.batch_size}
+            train = extract_features(backbone, self.eval_set.train_dataset(), **kwargs)
+            test = extract_features(backbone, self.eval_set.test_dataset(), **kwargs)
+        finally:
+            backbone.train(was_training)
+        return fit_linear_probe(*train, *test, self.eval_set.num_classes, lrs=self.lrs, steps=self.steps)
+
+    def _log(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        if trainer.is_global_zero and trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.baseline or self.baseline_result is not None or trainer.global_step > 0:
+            return
+        self.baseline_result = self.probe(pl_module)
+        self._log(trainer, {f"{self.prefix}/baseline_top1": 100 * self.baseline_result.top1})
+        rank_zero_info(f"{self.prefix}: random-init backbone top-1 {100 * self.baseline_result.top1:.1f}%")
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = self.probe(pl_module)
+        self.last_result, self._last_probed_epoch = result, trainer.current_epoch
+        self._log(
+            trainer, {f"{self.prefix}/top1": 100 * result.top1, f"{self.prefix}/best_lr": result.best_lr}
+        )
+        rank_zero_info(f"{self.prefix}: epoch {trainer.current_epoch} top-1 {100 * result.top1:.1f}%")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not trainer.sanity_checking:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_probed_epoch != trainer.current_epoch or self.last_result is None:
+            self._run(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"baseline_result": self.baseline_result, "last_result": self.last_result}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.baseline_result = state_dict.get("baseline_result")
+        self.last_result = state_dict.get("last_result")

@@ -1,0 +1,50 @@
+"""Throughput in images/s and a short end-of-run summary for people reading the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def images_in_batch(batch: Any) -> int:
+    """Images in a `[n, m, C, H, W]` batch (a caption group counts m images)."""
+    images = batch["images"]
+    return int(images.shape[0] * images.shape[1])
+
+
+class ImageThroughputMonitor(ThroughputMonitor):
+    """Lightning's ThroughputMonitor counting images, logged as `train|device/samples_per_sec`."""
+
+    def __init__(self, window_size: int = 20) -> None:
+        super().__init__(batch_size_fn=images_in_batch, window_size=window_size)
+
+
+class RunSummary(L.Callback):
+    """Prints probe accuracy vs the random-init baseline, the TensorBoard command and the checkpoint."""
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lines = ["", "=" * 72, "StableRep run summary"]
+        for callback in trainer.callbacks:
+            last = getattr(callback, "last_result", None)
+            if last is None or not hasattr(callback, "prefix"):
+                continue
+            base = getattr(callback, "baseline_result", None)
+            text = f"  {callback.prefix}: top-1 {100 * last.top1:.1f}%"
+            if base is not None:
+                gain = 100 * (last.top1 - base.top1)
+                text += f" vs random-init baseline {100 * base.top1:.1f}% ({gain:+.1f} points)"
+            lines.append(text)
+        if trainer.logger is not None and trainer.logger.log_dir:
+            logdir = Path(trainer.logger.log_dir).parent
+            lines.append(f"  TensorBoard: tensorboard --logdir {logdir}")
+        ckpt = trainer.checkpoint_callback
+        path = ckpt and (ckpt.last_model_path or ckpt.best_model_path)
+        if path:
+            lines.append(f"  checkpoint: {path}")
+        lines.append("=" * 72)
+        print("\n".join(lines), flush=True)

@@ -1,0 +1,37 @@
+"""`stablerep` command line: LightningCLI for fit/validate/test; models and data chosen by class_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from stablerep_pl.methods.base import BaseMethod
+
+
+class StableRepCLI(LightningCLI):
+    """LightningCLI with any `BaseMethod` subclass as model and any LightningDataModule as data."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=BaseMethod,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"env_prefix": "STABLEREP", "default_env": False},
+            args=args,
+            run=run,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`stablerep fit --config configs/quickstart.yaml`)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    StableRepCLI(args=argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Captions, generators, augmentations and data modules."""

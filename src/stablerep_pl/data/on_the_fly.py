@@ -1,0 +1,130 @@
+"""Train on images generated on the fly: each item is m augmented images of one caption.
+
+Every caption owns a fixed pool of k images (image j of caption i is always the same picture,
+as with pre-rendered shards); each time the caption is drawn, m of the k are chosen without
+replacement and augmented independently. Caption ids are dataset indices, so under a
+DistributedSampler they are unique across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stablerep_pl.data.captions import procedural_captions
+from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
+from stablerep_pl.data.transforms import AugmentationConfig, train_transform
+
+
+def unique_captions(captions: Sequence[str]) -> list[str]:
+    """Drop empty and repeated captions, keeping first occurrences (repeats would be false negatives)."""
+    seen: set[str] = set()
+    kept = []
+    for caption in captions:
+        text = caption.strip()
+        if text and text not in seen:
+            seen.add(text)
+            kept.append(text)
+    return kept
+
+
+class CaptionGroupDataset(Dataset):
+    """Item i: `{"images": [m, 3, S, S], "caption_ids": i, "caption": text}`."""
+
+    def __init__(
+        self,
+        captions: Sequence[str],
+        generator: ImageGenerator,
+        images_per_caption: int,
+        views: int,
+        transform: Callable,
+    ) -> None:
+        if not 1 <= views <= images_per_caption:
+            raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({images_per_caption})")
+        if not captions:
+            raise ValueError("no captions to train on")
+        self.captions = list(captions)
+        self.keys = [caption_key(c) for c in self.captions]
+        self.generator = generator
+        self.images_per_caption = images_per_caption
+        self.views = views
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict:
+        # The worker's torch RNG is seeded per rank, worker and epoch by Lightning, so the choice of
+        # views and the augmentations are reproducible and differ between epochs.
+        chosen = torch.randperm(self.images_per_caption)[: self.views].tolist()
+        caption, key = self.captions[index], self.keys[index]
+        pictures = self.generator.render([ImageRequest(caption, key, j) for j in chosen])
+        images = torch.stack([self.transform(p) for p in pictures])
+        return {"images": images, "caption_ids": torch.tensor(index, dtype=torch.long), "caption": caption}
+
+
+class GeneratorDataModule(L.LightningDataModule):
+    """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (list of n strings).
+
+    `batch_size` counts captions per device; each step sees `batch_size * views` images per device.
+    Captions come from `captions` or, when absent, from the embedded procedural grammar.
+    """
+
+    def __init__(
+        self,
+        generator: ImageGenerator,
+        captions: list[str] | None = None,
+        num_captions: int = 2048,
+        caption_seed: int = 0,
+        images_per_caption: int = 10,
+        views: int = 6,
+        batch_size: int = 32,
+        augmentation: AugmentationConfig | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.generator = generator
+        self.captions = captions
+        self.num_captions = num_captions
+        self.caption_seed = caption_seed
+        self.images_per_caption = images_per_caption
+        self.views = views
+        self.batch_size = batch_size
+        self.augmentation = augmentation or AugmentationConfig()
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_dataset: CaptionGroupDataset | None = None
+
+    @property
+    def images_per_batch(self) -> int:
+        return self.batch_size * self.views
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        source = self.captions
+        if source is None:
+            source = procedural_captions(self.num_captions, seed=self.caption_seed)
+        self.train_dataset = CaptionGroupDataset(
+            unique_captions(source),
+            self.generator,
+            self.images_per_caption,
+            self.views,
+            train_transform(self.augmentation),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "call setup() first"
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )

@@ -1,0 +1,6 @@
+"""LightningModules: wiring of backbone, head and loss, no maths of their own."""
+
+from stablerep_pl.methods.base import BaseMethod
+from stablerep_pl.methods.stablerep import StableRep
+
+__all__ = ["BaseMethod", "StableRep"]

@@ -1,0 +1,96 @@
+"""Machinery shared by every method: optimiser groups, schedule, logging, feature extraction."""
+
+from __future__ import annotations
+
+import abc
+
+import lightning as L
+import torch
+from torch import nn
+
+from stablerep_pl.optim import (
+    OptimConfig,
+    build_adamw,
+    resolve_warmup_steps,
+    warmup_cosine_factor,
+)
+
+
+def views_first(images: torch.Tensor) -> torch.Tensor:
+    """`[n, m, C, H, W]` → view-major `[m * n, C, H, W]` (rows k·n … k·n+n−1 are view k)."""
+    if images.ndim != 5:
+        raise ValueError(f"expected images [n, m, C, H, W], got shape {tuple(images.shape)}")
+    n, m = images.shape[:2]
+    return images.transpose(0, 1).reshape(m * n, *images.shape[2:])
+
+
+class BaseMethod(L.LightningModule, abc.ABC):
+    """A backbone trained by a method-specific loss; subclasses implement `compute_losses`."""
+
+    # Read by Lightning's ThroughputMonitor; set it to report MFU on accelerators.
+    flops_per_batch: int | None = None
+
+    def __init__(self, backbone: nn.Module, optim: OptimConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.optim = optim or OptimConfig()
+        self.feature_dim = infer_feature_dim(backbone)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features `[B, D]`: what the probes and exported models use."""
+        return self.backbone(images)
+
+    @abc.abstractmethod
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named losses of one batch; the key `loss` is optimised."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        batch_size = int(batch["caption_ids"].shape[0])
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()},
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=False,
+        )
+        return losses["loss"]
+
+    def global_batch_images(self) -> int:
+        """Images per optimiser step across all ranks, read from the data module."""
+        dm = getattr(self.trainer, "datamodule", None)
+        per_rank = getattr(dm, "images_per_batch", None)
+        if per_rank is None:
+            return 256
+        accumulate = self.trainer.accumulate_grad_batches
+        return int(per_rank) * self.trainer.world_size * accumulate
+
+    def configure_optimizers(self):
+        global_images = self.global_batch_images()
+        peak_lr = self.optim.peak_lr(global_images)
+        optimizer = build_adamw(self, self.optim, peak_lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = resolve_warmup_steps(self.optim, total, self.trainer.max_epochs)
+        self.print(
+            f"global batch: {global_images} images/step · peak lr {peak_lr:.3g} · "
+            f"{total} steps ({warmup} warmup)"
+        )
+
+        def factor(step: int) -> float:
+            return warmup_cosine_factor(step, warmup, total, self.optim.min_lr_ratio)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def infer_feature_dim(backbone: nn.Module) -> int:
+    """Feature width from `num_features` (timm) or `feature_dim`; fails clearly otherwise."""
+    for attr in ("num_features", "feature_dim"):
+        value = getattr(backbone, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        f"{type(backbone).__name__} has no integer `num_features`/`feature_dim`; "
+        "wrap it in stablerep_pl.models.TimmBackbone or set the attribute"
+    )

@@ -1,0 +1,60 @@
+"""The CLI on the quickstart config: fast_dev_run, backbone override, --print_config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stablerep_pl.cli import StableRepCLI
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+SMALL = [
+    "--data.init_args.num_captions=64",
+    "--data.init_args.batch_size=8",
+    "--data.init_args.num_workers=0",
+]
+
+
+def fast_args(tmp_path: Path) -> list[str]:
+    return [
+        "--config", QUICKSTART, *SMALL,
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]  # fmt: skip
+
+
+def test_fit_fast_dev_run_on_quickstart(tmp_path: Path) -> None:
+    cli = StableRepCLI(args=["fit", *fast_args(tmp_path)])
+    assert cli.trainer.global_step == 2
+    assert type(cli.model).__name__ == "StableRep"
+    assert cli.model.backbone.name == "resnet10t"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224"])
+def test_backbone_is_one_override(tmp_path: Path, name: str) -> None:
+    cli = StableRepCLI(args=["fit", *fast_args(tmp_path), f"--model.backbone.name={name}"])
+    assert cli.model.backbone.name == name
+    assert cli.trainer.global_step == 2
+    if name.startswith("vit"):  # img_size and patch_size from the config reach the ViT
+        assert cli.model.backbone.model.patch_embed.grid_size == (8, 8)
+
+
+def test_print_config_is_complete_yaml() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stablerep_pl.cli", "fit", "--config", QUICKSTART, "--print_config"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    config = yaml.safe_load(out.stdout)
+    assert config["model"]["class_path"] == "stablerep_pl.methods.StableRep"
+    assert config["model"]["init_args"]["temperature"] == 0.1
+    assert config["data"]["init_args"]["views"] == 4
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).with_name("stablerep")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "fit" in out.stdout and "validate" in out.stdout

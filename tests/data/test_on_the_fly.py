@@ -1,0 +1,79 @@
+import torch
+from stablerep_pl.data.generators.procedural import ProceduralGenerator
+
+from stablerep_pl.data.generators.base import ImageGenerator
+from stablerep_pl.data.on_the_fly import CaptionGroupDataset, GeneratorDataModule, unique_captions
+from stablerep_pl.data.transforms import AugmentationConfig, train_transform
+
+
+class Recording(ImageGenerator):
+    """Wraps a generator and records every request, to check which images were asked for."""
+
+    def __init__(self, inner: ImageGenerator) -> None:
+        super().__init__(seed=inner.seed)
+        self.inner, self.requests = inner, []
+
+    def render(self, requests):
+        self.requests.extend(requests)
+        return self.inner.render(requests)
+
+
+def module(**kwargs) -> GeneratorDataModule:
+    defaults = dict(num_captions=40, views=3, images_per_caption=5, batch_size=4, num_workers=0)
+    defaults.update(kwargs)
+    return GeneratorDataModule(
+        ProceduralGenerator(size=32, seed=0), augmentation=AugmentationConfig(image_size=24), **defaults
+    )
+
+
+def test_batch_contract() -> None:
+    dm = module()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["images"].shape == (4, 3, 3, 24, 24) and batch["images"].dtype == torch.float32
+    assert batch["caption_ids"].shape == (4,) and batch["caption_ids"].dtype == torch.long
+    assert len(batch["caption"]) == 4
+    for cid, text in zip(batch["caption_ids"], batch["caption"]):
+        assert dm.train_dataset.captions[int(cid)] == text
+    assert dm.images_per_batch == 12
+
+
+def test_views_are_distinct_images_of_the_pool() -> None:
+    gen = Recording(ProceduralGenerator(size=32, seed=0))
+    ds = CaptionGroupDataset(
+        ["a red star", "a blue ring"], gen, 5, 4, train_transform(AugmentationConfig(24))
+    )
+    for _ in range(10):
+        ds[1]
+    for start in range(0, 40, 4):
+        group = gen.requests[start : start + 4]
+        assert len({r.index for r in group}) == 4 and all(0 <= r.index < 5 for r in group)
+        assert {r.caption for r in group} == {"a blue ring"}
+
+
+def test_batches_are_reproducible_under_a_seed() -> None:
+    def first_batch():
+        torch.manual_seed(11)
+        dm = module()
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))
+
+    a, b = first_batch(), first_batch()
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["caption_ids"], b["caption_ids"])
+
+
+def test_caption_ids_are_unique_per_epoch_across_ranks() -> None:
+    from torch.utils.data import DistributedSampler
+
+    dm = module(num_captions=30)
+    dm.setup("fit")
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(dm.train_dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        seen.append(set(sampler))
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(len(dm.train_dataset)))
+
+
+def test_unique_captions() -> None:
+    assert unique_captions(["a", " a ", "", "b", "a"]) == ["a", "b"]
