@@ -28,9 +28,15 @@ class StableRepCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (`stablerep fit --config configs/quickstart.yaml`)."""
+    """Console entry point: `stablerep fit|validate|test` (LightningCLI) and `stablerep render`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    StableRepCLI(args=argv if argv is not None else sys.argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "render":
+        from stablerep_pl.render_cli import main as render_main
+
+        render_main(argv[1:])
+        return
+    StableRepCLI(args=argv)
 
 
 if __name__ == "__main__":

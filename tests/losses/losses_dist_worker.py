@@ -1,0 +1,81 @@
+"""One rank of the 2-process gloo loss checks, run as a subprocess by test_losses_distributed.py.
+
+Usage: python losses_dist_worker.py RANK WORLD INIT_FILE SCENARIOS_FILE OUT_DIR
+
+For every scenario (global tensors + per-rank row splits, written by the test) this rank takes its rows,
+replicates the scalar inputs, computes the loss, back-propagates `weight[rank] · loss` (1/world is DDP's
+averaging; n_r/N weights ranks with unequal sizes) and saves the loss and every input's gradient.
+It also compares our differentiable gather with torch.distributed.nn.functional.all_gather.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+import stablerep_pl.losses as losses
+
+
+def _local(tensor: torch.Tensor, splits: list[int] | None, rank: int) -> torch.Tensor:
+    if splits is None:
+        return tensor.clone()  # replicated (logit_scale, logit_bias)
+    start = sum(splits[:rank])
+    return tensor[start : start + splits[rank]].clone()
+
+
+def run_scenario(scenario: dict, rank: int) -> dict:
+    loss_fn = getattr(losses, scenario["loss"])(**scenario["init"])
+    names = scenario["args"]
+    args = [_local(scenario["tensors"][n], scenario["splits"].get(n), rank) for n in names]
+    for arg in args:
+        if arg.is_floating_point():
+            arg.requires_grad_(True)
+    value = loss_fn(*args)
+    (value * scenario["weights"][rank]).backward()
+    grads = {n: a.grad for n, a in zip(names, args) if a.is_floating_point()}
+    return {"loss": value.detach(), "grads": grads}
+
+
+def gather_check(rank: int, world: int, sizes: list[int]) -> dict:
+    """Our gather vs torch's (equal sizes) and vs the analytic gradient (any sizes)."""
+    torch.manual_seed(100 + rank)
+    x = torch.randn(sizes[rank], 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.arange(sum(sizes) * 3, dtype=torch.float64).reshape(-1, 3)  # same on all ranks
+    gathered = losses.all_gather_rows(x)
+    (gathered * weights).sum().backward()
+    out = {"ours": gathered.detach(), "ours_grad": x.grad.clone()}
+    if len(set(sizes)) == 1:
+        x.grad = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            theirs = torch.cat(dist_fn.all_gather(x))
+        (theirs * weights).sum().backward()
+        out |= {"theirs": theirs.detach(), "theirs_grad": x.grad.clone()}
+    return out
+
+
+def main() -> None:
+    rank, world = int(sys.argv[1]), int(sys.argv[2])
+    init_file, scenarios_file, out_dir = sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5])
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    try:
+        scenarios = torch.load(scenarios_file, weights_only=False)
+        results = {name: run_scenario(s, rank) for name, s in scenarios.items()}
+        results["gather_equal"] = gather_check(rank, world, [4] * world)
+        results["gather_unequal"] = gather_check(rank, world, [2 + 3 * r for r in range(world)])
+        torch.save(results, out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
