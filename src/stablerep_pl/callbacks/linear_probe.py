@@ -41,7 +41,7 @@ class LinearProbeCallback(L.Callback):
         self.baseline = baseline
         self.baseline_result: ProbeResult | None = None
         self.last_result: ProbeResult | None = None
-        self._last_probed_epoch = -1
+        self._last_probed_step = -1
 
     @property
     def prefix(self) -> str:
@@ -75,7 +75,7 @@ class LinearProbeCallback(L.Callback):
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result = self.probe(pl_module)
-        self.last_result, self._last_probed_epoch = result, trainer.current_epoch
+        self.last_result, self._last_probed_step = result, trainer.global_step
         self._log(
             trainer, {f"{self.prefix}/top1": 100 * result.top1, f"{self.prefix}/best_lr": result.best_lr}
         )
@@ -86,7 +86,7 @@ class LinearProbeCallback(L.Callback):
             self._run(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._last_probed_epoch != trainer.current_epoch or self.last_result is None:
+        if self._last_probed_step != trainer.global_step or self.last_result is None:
             self._run(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:

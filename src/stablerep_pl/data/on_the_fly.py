@@ -70,7 +70,8 @@ class GeneratorDataModule(L.LightningDataModule):
     """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (list of n strings).
 
     `batch_size` counts captions per device; each step sees `batch_size * views` images per device.
-    Captions come from `captions` or, when absent, from the embedded procedural grammar.
+    Captions come from `captions` or, when absent, from the embedded procedural grammar (each
+    attribute besides the object named with probability `caption_p_attribute`).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class GeneratorDataModule(L.LightningDataModule):
         captions: list[str] | None = None,
         num_captions: int = 2048,
         caption_seed: int = 0,
+        caption_p_attribute: float = 0.6,
         images_per_caption: int = 10,
         views: int = 6,
         batch_size: int = 32,
@@ -91,6 +93,7 @@ class GeneratorDataModule(L.LightningDataModule):
         self.captions = captions
         self.num_captions = num_captions
         self.caption_seed = caption_seed
+        self.caption_p_attribute = caption_p_attribute
         self.images_per_caption = images_per_caption
         self.views = views
         self.batch_size = batch_size
@@ -108,7 +111,9 @@ class GeneratorDataModule(L.LightningDataModule):
             return
         source = self.captions
         if source is None:
-            source = procedural_captions(self.num_captions, seed=self.caption_seed)
+            source = procedural_captions(
+                self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute
+            )
         self.train_dataset = CaptionGroupDataset(
             unique_captions(source),
             self.generator,

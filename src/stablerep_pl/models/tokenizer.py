@@ -46,7 +46,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 @functools.lru_cache(maxsize=1)
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")[1 : NUM_MERGES + 1]
+    with gzip.open(clip_bpe_path()) as f:
+        lines = f.read().decode("utf-8").split("\n")[1 : NUM_MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]

@@ -1,0 +1,60 @@
+"""LinearProbeCallback + RunSummary inside a real (tiny) Lightning fit."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from stablerep_pl.callbacks import LinearProbeCallback, RunSummary
+from stablerep_pl.data.eval_sets import ProceduralEvalSet
+from stablerep_pl.data.generators.procedural import ProceduralGenerator
+from stablerep_pl.data.on_the_fly import GeneratorDataModule
+from stablerep_pl.data.transforms import AugmentationConfig
+from stablerep_pl.methods import StableRep
+from stablerep_pl.models import TimmBackbone
+from stablerep_pl.optim import OptimConfig
+
+
+@pytest.fixture(scope="module")
+def eval_set() -> ProceduralEvalSet:
+    return ProceduralEvalSet(image_size=24, render_size=32, train_per_class=4, test_per_class=2)
+
+
+def test_probe_runs_at_start_every_n_epochs_and_at_the_end(
+    tmp_path: Path, eval_set: ProceduralEvalSet, capsys: pytest.CaptureFixture
+) -> None:
+    L.seed_everything(0)
+    data = GeneratorDataModule(
+        ProceduralGenerator(size=32), num_captions=24, views=2, images_per_caption=3, batch_size=8,
+        augmentation=AugmentationConfig(image_size=24), num_workers=0,
+    )  # fmt: skip
+    model = StableRep(
+        TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8, optim=OptimConfig(lr=1e-3)
+    )
+    probe = LinearProbeCallback(eval_set, every_n_epochs=2, steps=20)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = L.Trainer(
+        max_epochs=3, accelerator="cpu", logger=logger, default_root_dir=tmp_path,
+        callbacks=[probe, RunSummary()], enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    assert probe.baseline_result is not None and probe.last_result is not None
+    assert 0.0 <= probe.last_result.top1 <= 1.0
+    assert model.backbone.training  # the probe restores training mode
+    metrics = (Path(logger.log_dir) / "metrics.csv").read_text()
+    assert "probe/procedural/baseline_top1" in metrics and "probe/procedural/top1" in metrics
+    assert metrics.count("probe/procedural/top1") == 1  # one column ...
+    rows = [line for line in metrics.splitlines()[1:] if line.split(",")[0]]
+    assert rows  # ... with values at epoch 2 and at the end (epoch 3)
+    out = capsys.readouterr().out
+    assert "vs random-init baseline" in out and "tensorboard --logdir" in out
+
+
+def test_probe_result_is_deterministic_for_a_fixed_backbone(eval_set: ProceduralEvalSet) -> None:
+    torch.manual_seed(0)
+    model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
+    probe = LinearProbeCallback(eval_set, steps=30)
+    assert probe.probe(model) == probe.probe(model)
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        LinearProbeCallback(eval_set, every_n_epochs=0)
