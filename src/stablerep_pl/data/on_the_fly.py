@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stablerep_pl.data.captions import procedural_captions
 from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
+from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
 
@@ -72,6 +73,10 @@ class GeneratorDataModule(L.LightningDataModule):
     `batch_size` counts captions per device; each step sees `batch_size * views` images per device.
     Captions come from `captions` or, when absent, from the embedded procedural grammar (each
     attribute besides the object named with probability `caption_p_attribute`).
+    With `reuse > 1` (for slow generators such as Stable Diffusion) a buffer of `buffer_size`
+    rendered caption groups serves each group `reuse` times (see `reuse_buffer.py`). A CUDA
+    generator cannot run in forked workers: use `num_workers: 0` (generation in the training
+    process) or `multiprocessing_context: spawn`.
     """
 
     def __init__(
@@ -87,6 +92,9 @@ class GeneratorDataModule(L.LightningDataModule):
         augmentation: AugmentationConfig | None = None,
         num_workers: int = 2,
         pin_memory: bool = False,
+        reuse: int = 1,
+        buffer_size: int = 64,
+        multiprocessing_context: str | None = None,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -100,7 +108,9 @@ class GeneratorDataModule(L.LightningDataModule):
         self.augmentation = augmentation or AugmentationConfig()
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.train_dataset: CaptionGroupDataset | None = None
+        self.reuse, self.buffer_size = reuse, buffer_size
+        self.multiprocessing_context = multiprocessing_context
+        self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
 
     @property
     def images_per_batch(self) -> int:
@@ -114,22 +124,26 @@ class GeneratorDataModule(L.LightningDataModule):
             source = procedural_captions(
                 self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute
             )
-        self.train_dataset = CaptionGroupDataset(
-            unique_captions(source),
-            self.generator,
-            self.images_per_caption,
-            self.views,
-            train_transform(self.augmentation),
-        )
+        args = (unique_captions(source), self.generator, self.images_per_caption, self.views)
+        transform = train_transform(self.augmentation)
+        if self.reuse > 1:
+            dataset = ReuseBufferDataset(*args, transform, reuse=self.reuse, buffer_size=self.buffer_size)
+            if self.trainer is not None:
+                dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
+            self.train_dataset = dataset
+        else:
+            self.train_dataset = CaptionGroupDataset(*args, transform)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"
+        iterable = isinstance(self.train_dataset, ReuseBufferDataset)
         return DataLoader(
             self.train_dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=not iterable,
             drop_last=True,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0,  # the reuse buffer advances its epoch per worker
             pin_memory=self.pin_memory,
+            multiprocessing_context=self.multiprocessing_context if self.num_workers > 0 else None,
         )
