@@ -102,7 +102,9 @@ class DiffusionGenerator(ImageGenerator):
             if scheduler_cls is None:
                 raise ValueError(f"diffusers has no scheduler class {self.scheduler_name!r}")
             pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
-        pipe = pipe.to(self.device, self.dtype)
+        pipe = pipe.to(self.device)
+        if pipe.dtype != self.dtype:  # from_pretrained already loaded in the requested dtype
+            pipe = pipe.to(dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
