@@ -58,3 +58,20 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("stablerep")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "fit" in out.stdout and "validate" in out.stdout
+
+
+def test_validate_and_test_report_held_out_loss(tmp_path: Path) -> None:
+    fit = StableRepCLI(args=["fit", *fast_args(tmp_path), "--data.init_args.val_captions=16"])
+    ckpt = tmp_path / "model.ckpt"
+    fit.trainer.save_checkpoint(ckpt)
+    for command in ("validate", "test"):
+        args = [a for a in fast_args(tmp_path) if "fast_dev_run" not in a]
+        cli = StableRepCLI(args=[command, *args, "--data.init_args.val_captions=16", f"--ckpt_path={ckpt}"])
+        loss = cli.trainer.callback_metrics[f"{'val' if command == 'validate' else 'test'}/loss"]
+        assert 0 < float(loss) < 10
+
+
+def test_validate_without_held_out_captions_is_a_clear_error(tmp_path: Path) -> None:
+    args = [a for a in fast_args(tmp_path) if "fast_dev_run" not in a]
+    with pytest.raises(ValueError, match="val_captions"):
+        StableRepCLI(args=["validate", *args, "--data.init_args.val_captions=0"])

@@ -7,6 +7,7 @@ the paper's offline protocol is `stablerep probe`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -90,8 +91,15 @@ class LinearProbeCallback(L.Callback):
             self._run(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline_result": self.baseline_result, "last_result": self.last_result}
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
+        def plain(result: ProbeResult | None) -> dict | None:
+            return None if result is None else asdict(result)
+
+        return {"baseline_result": plain(self.baseline_result), "last_result": plain(self.last_result)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.baseline_result = state_dict.get("baseline_result")
-        self.last_result = state_dict.get("last_result")
+        def restore(value: dict | None) -> ProbeResult | None:
+            return None if value is None else ProbeResult(**value)
+
+        self.baseline_result = restore(state_dict.get("baseline_result"))
+        self.last_result = restore(state_dict.get("last_result"))

@@ -95,6 +95,7 @@ class GeneratorDataModule(L.LightningDataModule):
         reuse: int = 1,
         buffer_size: int = 64,
         multiprocessing_context: str | None = None,
+        val_captions: int = 0,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -110,13 +111,17 @@ class GeneratorDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.reuse, self.buffer_size = reuse, buffer_size
         self.multiprocessing_context = multiprocessing_context
+        self.val_captions = val_captions
         self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
+        self.val_dataset: CaptionGroupDataset | None = None
 
     @property
     def images_per_batch(self) -> int:
         return self.batch_size * self.views
 
     def setup(self, stage: str | None = None) -> None:
+        if self.val_captions > 0 and self.val_dataset is None:
+            self.val_dataset = self._held_out_dataset()
         if self.train_dataset is not None:
             return
         source = self.captions
@@ -133,6 +138,31 @@ class GeneratorDataModule(L.LightningDataModule):
             self.train_dataset = dataset
         else:
             self.train_dataset = CaptionGroupDataset(*args, transform)
+
+    def _held_out_dataset(self) -> CaptionGroupDataset:
+        """Captions drawn from another seed and not in the training list, for validate/test losses."""
+        train = set(unique_captions(self.captions or procedural_captions(
+            self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute)))  # fmt: skip
+        pool = procedural_captions(
+            self.val_captions + len(train),
+            seed=self.caption_seed + 7919,
+            p_attribute=self.caption_p_attribute,
+        )
+        held_out = [c for c in pool if c not in train][: self.val_captions]
+        transform = train_transform(self.augmentation)
+        return CaptionGroupDataset(held_out, self.generator, self.images_per_caption, self.views, transform)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+            if fitting:
+                return []  # no held-out captions: fit without a validation loop
+            raise ValueError("set data.init_args.val_captions > 0 to validate or test on held-out captions")
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, drop_last=False,
+                          num_workers=self.num_workers)  # fmt: skip
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"

@@ -81,7 +81,25 @@ def ntxent_loss(
     )
 
 
-class MultiPosConLoss(nn.Module):
+class _TemperatureLoss(nn.Module):
+    """Settings shared by the image-only contrastive losses (validated once, shown in repr)."""
+
+    def __init__(
+        self, temperature: float = 0.1, gather_distributed: bool = True, chunk_size: int | None = None
+    ) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.gather_distributed = gather_distributed
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
+            f"chunk_size={self.chunk_size}"
+        )
+
+
+class MultiPosConLoss(_TemperatureLoss):
     """StableRep loss module: `loss(features [N_local, D], labels [N_local]) -> scalar`.
 
     Args:
@@ -92,14 +110,6 @@ class MultiPosConLoss(nn.Module):
             chunk_size × N instead of N² (one extra matmul in the backward); None keeps one block.
     """
 
-    def __init__(
-        self, temperature: float = 0.1, gather_distributed: bool = True, chunk_size: int | None = None
-    ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.gather_distributed = gather_distributed
-        self.chunk_size = check_chunk_size(chunk_size)
-
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         return multipos_contrastive_loss(
             features,
@@ -107,12 +117,6 @@ class MultiPosConLoss(nn.Module):
             self.temperature,
             gather_distributed=self.gather_distributed,
             chunk_size=self.chunk_size,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
-            f"chunk_size={self.chunk_size}"
         )
 
 
@@ -125,28 +129,14 @@ class SupConLoss(MultiPosConLoss):
     """
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(_TemperatureLoss):
     """SimCLR / NT-Xent: `loss(z1 [N_local, D], z2 [N_local, D]) -> scalar`, row i of both = one image.
 
     The m = 2 case of the multi-positive loss: each view's only positive is the other view; candidates
     are the other 2N − 1 views of the global batch. For m > 2 views or caption ids, use MultiPosConLoss.
     """
 
-    def __init__(
-        self, temperature: float = 0.1, gather_distributed: bool = True, chunk_size: int | None = None
-    ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.gather_distributed = gather_distributed
-        self.chunk_size = check_chunk_size(chunk_size)
-
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return ntxent_loss(
             z1, z2, self.temperature, gather_distributed=self.gather_distributed, chunk_size=self.chunk_size
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
-            f"chunk_size={self.chunk_size}"
         )

@@ -57,6 +57,20 @@ class BaseMethod(L.LightningModule, abc.ABC):
         )
         return losses["loss"]
 
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        batch_size = int(batch["caption_ids"].shape[0])
+        metrics = {f"{stage}/{k}": v.detach() for k, v in losses.items()}
+        self.log_dict(metrics, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The training objective on held-out captions (BatchNorm in eval mode)."""
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "test")
+
     def global_batch_images(self) -> int:
         """Images per optimiser step across all ranks, read from the data module."""
         dm = getattr(self.trainer, "datamodule", None)

@@ -29,7 +29,7 @@ class TimmBackbone(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if name not in timm.list_models() and not timm.is_model(name):
+        if not timm.is_model(name):
             raise ValueError(f"unknown timm model {name!r}; see timm.list_models()")
         kwargs: dict[str, Any] = dict(model_kwargs or {})
         optional = {"img_size": img_size, "patch_size": patch_size}
