@@ -13,7 +13,6 @@ Caption ids are a 62-bit hash of the sample key: the same caption has the same i
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import warnings
@@ -25,8 +24,8 @@ import braceexpand
 import lightning as L
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, default_collate, get_worker_info
+from torchvision.io import ImageReadMode, decode_image
 
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
@@ -71,9 +70,8 @@ class SampleDecoder:
         images = []
         for i in chosen:
             try:
-                with Image.open(io.BytesIO(sample[names[i]])) as raw:
-                    image = raw.convert("RGB")
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                image = decode_rgb(sample[names[i]])
+            except (RuntimeError, OSError, ValueError) as err:
                 self.skip(key, f"undecodable {names[i]}: {err}")
                 return None
             images.append(self.transform(image))
@@ -83,6 +81,11 @@ class SampleDecoder:
             "caption_ids": torch.tensor(caption_id(key), dtype=torch.long),
             "caption": text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text),
         }
+
+
+def decode_rgb(data: bytes) -> torch.Tensor:
+    """JPEG/PNG/WebP bytes → uint8 `[3, H, W]` with torchvision's decoders (about 2× PIL's speed)."""
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def _cycle(urls: list[str], seed: int) -> Callable[[], Iterator[dict[str, str]]]:
