@@ -42,3 +42,25 @@ def test_quickstart_model_trains_from_rendered_shards(tmp_path: Path, name: str)
     assert cli.trainer.global_step == 3
     assert type(cli.datamodule).__name__ == "ShardDataModule"
     assert len(cli.trainer.train_dataloader) == 32 // 8  # epoch length from _info.json
+
+
+@pytest.mark.parametrize("source", ["on_the_fly", "shards"])
+def test_stablerep_plus_trains_from_generator_and_shards(tmp_path: Path, source: str) -> None:
+    extra = []
+    if source == "shards":
+        captions = [Caption(caption_key(t), t) for t in procedural_captions(32, seed=4)]
+        render_shards(ProceduralGenerator(size=32), captions, tmp_path / "shards", 4, 8, progress=False)
+        extra = [
+            "--config", str(ROOT / "configs/data/shards.yaml"), "--data.init_args.text_tokens=77",
+            f"--data.init_args.urls={tmp_path}/shards/shard-{{000000..000003}}.tar",
+        ]  # fmt: skip
+    cli = StableRepCLI(
+        args=[
+            "fit", "--config", str(ROOT / "configs/quickstart.yaml"),
+            "--config", str(ROOT / "configs/stablerep_plus/quickstart.yaml"), *extra,
+            "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+            "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    assert type(cli.model).__name__ == "StableRepPlus" and cli.trainer.global_step == 2
+    assert float(cli.trainer.callback_metrics["train/image_text_loss"]) > 0

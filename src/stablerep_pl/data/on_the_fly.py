@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stablerep_pl.data.captions import procedural_captions
+from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
@@ -76,7 +77,8 @@ class GeneratorDataModule(L.LightningDataModule):
     With `reuse > 1` (for slow generators such as Stable Diffusion) a buffer of `buffer_size`
     rendered caption groups serves each group `reuse` times (see `reuse_buffer.py`). A CUDA
     generator cannot run in forked workers: use `num_workers: 0` (generation in the training
-    process) or `multiprocessing_context: spawn`.
+    process) or `multiprocessing_context: spawn`. `text_tokens: 77` adds CLIP `tokens [n, 77]`
+    (StableRep+).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class GeneratorDataModule(L.LightningDataModule):
         buffer_size: int = 64,
         multiprocessing_context: str | None = None,
         val_captions: int = 0,
+        text_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -112,6 +115,7 @@ class GeneratorDataModule(L.LightningDataModule):
         self.reuse, self.buffer_size = reuse, buffer_size
         self.multiprocessing_context = multiprocessing_context
         self.val_captions = val_captions
+        self.collate = CaptionBatchCollate(text_tokens)
         self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
         self.val_dataset: CaptionGroupDataset | None = None
 
@@ -159,7 +163,7 @@ class GeneratorDataModule(L.LightningDataModule):
                 return []  # no held-out captions: fit without a validation loop
             raise ValueError("set data.init_args.val_captions > 0 to validate or test on held-out captions")
         return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False, drop_last=False,
-                          num_workers=self.num_workers)  # fmt: skip
+                          num_workers=self.num_workers, collate_fn=self.collate)  # fmt: skip
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
@@ -176,4 +180,5 @@ class GeneratorDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,  # the reuse buffer advances its epoch per worker
             pin_memory=self.pin_memory,
             multiprocessing_context=self.multiprocessing_context if self.num_workers > 0 else None,
+            collate_fn=self.collate,
         )

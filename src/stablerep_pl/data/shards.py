@@ -24,9 +24,10 @@ import braceexpand
 import lightning as L
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, default_collate, get_worker_info
+from torch.utils.data import DataLoader, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
+from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
@@ -103,7 +104,8 @@ def _cycle(urls: list[str], seed: int) -> Callable[[], Iterator[dict[str, str]]]
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (n strings) from shards.
+    """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (n strings) from shards,
+    plus CLIP `tokens [n, text_tokens]` for StableRep+ when `text_tokens` is set.
 
     `epoch_captions` is the number of captions per epoch across all ranks; when omitted it is read
     from `_info.json` beside local shards. `batch_size` counts captions per device.
@@ -122,6 +124,7 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         strict: bool = False,
         pin_memory: bool = False,
+        text_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.urls = expand_urls(urls)
@@ -131,6 +134,7 @@ class ShardDataModule(L.LightningDataModule):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.num_workers, self.seed, self.strict, self.pin_memory = num_workers, seed, strict, pin_memory
         self.rank, self.world_size = 0, 1
+        self.collate = CaptionBatchCollate(text_tokens)
 
     @property
     def images_per_batch(self) -> int:
@@ -191,7 +195,7 @@ class ShardDataModule(L.LightningDataModule):
                 SampleDecoder(self.views, train_transform(self.augmentation), self.strict), handler=handler
             ),
             wds.select(lambda item: item is not None),
-            wds.batched(self.batch_size, collation_fn=default_collate, partial=False),
+            wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
         ]
         pipeline = wds.DataPipeline(*stages)
         one_pass = not self.resampled and self.world_size == 1 and self.epoch_captions is None

@@ -2,5 +2,6 @@
 
 from stablerep_pl.methods.base import BaseMethod
 from stablerep_pl.methods.stablerep import StableRep
+from stablerep_pl.methods.stablerep_plus import StableRepPlus
 
-__all__ = ["BaseMethod", "StableRep"]
+__all__ = ["BaseMethod", "StableRep", "StableRepPlus"]

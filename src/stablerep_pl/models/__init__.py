@@ -2,5 +2,6 @@
 
 from stablerep_pl.models.backbones import TimmBackbone
 from stablerep_pl.models.heads import ProjectionHead
+from stablerep_pl.models.text import CaptionTokenizer, TextTransformer
 
-__all__ = ["ProjectionHead", "TimmBackbone"]
+__all__ = ["CaptionTokenizer", "ProjectionHead", "TextTransformer", "TimmBackbone"]

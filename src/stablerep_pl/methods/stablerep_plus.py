@@ -1,0 +1,85 @@
+"""StableRep+: StableRep plus an image-text multi-positive loss against the caption (language supervision)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from stablerep_pl.losses import MultiPosImageTextLoss
+from stablerep_pl.methods.base import infer_feature_dim
+from stablerep_pl.methods.stablerep import StableRep
+from stablerep_pl.optim import OptimConfig
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def projection(in_dim: int, out_dim: int, kind: str) -> nn.Module:
+    """Linear (paper) or a 2-layer MLP projection into the shared image-text space."""
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim, bias=False))
+    raise ValueError(f"projection must be 'linear' or 'mlp', got {kind!r}")
+
+
+class StableRepPlus(StableRep):
+    """Total = L_image (StableRep) + `image_text_weight` · (L_image→text + L_text→image) / 2.
+
+    Every image's target is its own caption and every caption's target is uniform over its m
+    images. Logits are `exp(logit_scale) · image·textᵀ`, `logit_scale` learnable, initialised to
+    log(1/0.07) and clamped to ≤ log(100). Batches need `tokens [n, L]` (data modules produce them
+    with `text_tokens: 77`).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        text_encoder: nn.Module,
+        embed_dim: int = 512,
+        image_text_weight: float = 0.5,
+        projection_type: str = "linear",
+        init_logit_scale: float = math.log(1 / 0.07),
+        image_text_loss: nn.Module | None = None,
+        head_hidden_dim: int = 4096,
+        head_out_dim: int = 256,
+        head_layers: int = 3,
+        temperature: float = 0.1,
+        loss: nn.Module | None = None,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        super().__init__(backbone, head_hidden_dim, head_out_dim, head_layers, temperature, loss, optim)
+        self.text_encoder = text_encoder
+        self.image_projection = projection(self.feature_dim, embed_dim, projection_type)
+        self.text_projection = projection(infer_feature_dim(text_encoder), embed_dim, projection_type)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self.image_text_weight = image_text_weight
+        self.image_text_loss = image_text_loss if image_text_loss is not None else MultiPosImageTextLoss()
+
+    def scale(self) -> torch.Tensor:
+        """The multiplier exp(logit_scale), never above 100."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "tokens" not in batch:
+            raise KeyError("StableRepPlus needs batch['tokens']: set data.init_args.text_tokens: 77")
+        images, caption_ids = batch["images"], batch["caption_ids"]
+        out = self.embed(images)
+        labels = caption_ids.repeat(images.shape[1])  # view-major, as `embed`
+        image_loss = self.loss(out["projections"], labels)
+        image_embed = self.image_projection(out["features"])
+        text_embed = self.text_projection(self.text_encoder(batch["tokens"]))
+        scale = self.scale()
+        image_text = self.image_text_loss(image_embed, text_embed, labels, caption_ids, scale)
+        return {
+            "loss": image_loss + self.image_text_weight * image_text,
+            "image_loss": image_loss.detach(),
+            "image_text_loss": image_text.detach(),
+            "logit_scale": scale.detach(),
+        }
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():  # keep the parameter itself in range, as CLIP does after each step
+            self.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
