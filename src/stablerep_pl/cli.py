@@ -28,13 +28,18 @@ class StableRepCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: `stablerep fit|validate|test` (LightningCLI) and `stablerep render`."""
+    """Console entry point: `stablerep fit|validate|test` (LightningCLI), `render` and `export`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "render":
         from stablerep_pl.render_cli import main as render_main
 
         render_main(argv[1:])
+        return
+    if argv and argv[0] == "export":
+        from stablerep_pl.export import main as export_main
+
+        export_main(argv[1:])
         return
     StableRepCLI(args=argv)
 

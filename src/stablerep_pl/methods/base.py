@@ -71,6 +71,12 @@ class BaseMethod(L.LightningModule, abc.ABC):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record how to rebuild a timm backbone, so `stablerep export` needs only the checkpoint."""
+        name, kwargs = getattr(self.backbone, "name", None), getattr(self.backbone, "timm_kwargs", None)
+        if name is not None and kwargs is not None:
+            checkpoint["timm_backbone"] = {"name": name, "kwargs": dict(kwargs)}
+
     def global_batch_images(self) -> int:
         """Images per optimiser step across all ranks, read from the data module."""
         dm = getattr(self.trainer, "datamodule", None)

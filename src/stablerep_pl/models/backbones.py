@@ -38,6 +38,8 @@ class TimmBackbone(nn.Module):
             kwargs["drop_path_rate"] = drop_path_rate
         self.name = name
         self.model, self.dropped_kwargs = _create(name, pretrained, kwargs, optional)
+        # What timm needs to rebuild this architecture (used by `stablerep export`).
+        self.timm_kwargs: dict[str, Any] = {**kwargs, **optional}
         self.num_features: int = int(self.model.num_features)
         self.channels_last = channels_last
         if grad_checkpointing:

@@ -1,0 +1,51 @@
+"""`stablerep export CKPT --out backbone.safetensors`: the trained backbone in timm's own naming.
+
+The file loads with
+`timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH), num_classes=0, **kwargs)`;
+name and kwargs are printed and written next to it as `PATH.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+PREFIX = "backbone.model."
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the backbone weights of a Lightning checkpoint as timm-named safetensors."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    spec = ckpt.get("timm_backbone")
+    if spec is None:
+        raise ValueError(f"{checkpoint} has no timm backbone record (was it trained with TimmBackbone?)")
+    weights = {
+        k[len(PREFIX) :]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)
+    }
+    if not weights:
+        raise ValueError(f"{checkpoint} holds no '{PREFIX}*' weights")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out), metadata={"timm_name": spec["name"]})
+    info = {"name": spec["name"], "kwargs": spec["kwargs"], "file": str(out), "tensors": len(weights)}
+    out.with_name(out.name + ".json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="stablerep export", description=__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", required=True, help="output .safetensors path")
+    args = parser.parse_args(argv)
+    info = export_backbone(args.checkpoint, args.out)
+    kwargs = "".join(f", {k}={v!r}" for k, v in info["kwargs"].items())
+    print(f"wrote {info['tensors']} tensors to {info['file']}; load with:")
+    print(
+        f"  timm.create_model({info['name']!r}, pretrained=True, "
+        f"pretrained_cfg_overlay=dict(file={info['file']!r}), num_classes=0{kwargs})"
+    )
