@@ -1,7 +1,7 @@
 import torch
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
 
 from stablerep_pl.data.generators.base import ImageGenerator
+from stablerep_pl.data.generators.procedural import ProceduralGenerator
 from stablerep_pl.data.on_the_fly import CaptionGroupDataset, GeneratorDataModule, unique_captions
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
@@ -77,3 +77,14 @@ def test_caption_ids_are_unique_per_epoch_across_ranks() -> None:
 
 def test_unique_captions() -> None:
     assert unique_captions(["a", " a ", "", "b", "a"]) == ["a", "b"]
+
+
+def test_simclr_mode_augments_one_image_per_caption() -> None:
+    gen = Recording(ProceduralGenerator(size=32, seed=0))
+    transform = train_transform(AugmentationConfig(24))
+    ds = CaptionGroupDataset(["a red star"], gen, 5, 2, transform, distinct_views=False)
+    for _ in range(5):
+        item = ds[0]
+        assert not torch.equal(item["images"][0], item["images"][1])  # two augmentations ...
+    for start in range(0, 10, 2):
+        assert gen.requests[start].index == gen.requests[start + 1].index  # ... of the same image

@@ -33,6 +33,13 @@ def unique_captions(captions: Sequence[str]) -> list[str]:
     return kept
 
 
+def choose_views(available: int, views: int, distinct: bool = True) -> list[int]:
+    """m of the k images without replacement (StableRep), or one image m times (SimCLR)."""
+    if distinct:
+        return torch.randperm(available)[:views].tolist()
+    return [int(torch.randint(available, ()))] * views
+
+
 class CaptionGroupDataset(Dataset):
     """Item i: `{"images": [m, 3, S, S], "caption_ids": i, "caption": text}`."""
 
@@ -43,8 +50,9 @@ class CaptionGroupDataset(Dataset):
         images_per_caption: int,
         views: int,
         transform: Callable,
+        distinct_views: bool = True,
     ) -> None:
-        if not 1 <= views <= images_per_caption:
+        if distinct_views and not 1 <= views <= images_per_caption:
             raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({images_per_caption})")
         if not captions:
             raise ValueError("no captions to train on")
@@ -54,6 +62,7 @@ class CaptionGroupDataset(Dataset):
         self.images_per_caption = images_per_caption
         self.views = views
         self.transform = transform
+        self.distinct_views = distinct_views
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -61,7 +70,7 @@ class CaptionGroupDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         # The worker's torch RNG is seeded per rank, worker and epoch by Lightning, so the choice of
         # views and the augmentations are reproducible and differ between epochs.
-        chosen = torch.randperm(self.images_per_caption)[: self.views].tolist()
+        chosen = choose_views(self.images_per_caption, self.views, self.distinct_views)
         caption, key = self.captions[index], self.keys[index]
         pictures = self.generator.render([ImageRequest(caption, key, j) for j in chosen])
         images = torch.stack([self.transform(p) for p in pictures])
@@ -78,7 +87,7 @@ class GeneratorDataModule(L.LightningDataModule):
     rendered caption groups serves each group `reuse` times (see `reuse_buffer.py`). A CUDA
     generator cannot run in forked workers: use `num_workers: 0` (generation in the training
     process) or `multiprocessing_context: spawn`. `text_tokens: 77` adds CLIP `tokens [n, 77]`
-    (StableRep+).
+    (StableRep+). `distinct_views: false` augments one image per caption m times (SimCLR).
     """
 
     def __init__(
@@ -99,6 +108,7 @@ class GeneratorDataModule(L.LightningDataModule):
         multiprocessing_context: str | None = None,
         val_captions: int = 0,
         text_tokens: int | None = None,
+        distinct_views: bool = True,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -116,6 +126,7 @@ class GeneratorDataModule(L.LightningDataModule):
         self.multiprocessing_context = multiprocessing_context
         self.val_captions = val_captions
         self.collate = CaptionBatchCollate(text_tokens)
+        self.distinct_views = distinct_views
         self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
         self.val_dataset: CaptionGroupDataset | None = None
 
@@ -141,7 +152,7 @@ class GeneratorDataModule(L.LightningDataModule):
                 dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
             self.train_dataset = dataset
         else:
-            self.train_dataset = CaptionGroupDataset(*args, transform)
+            self.train_dataset = CaptionGroupDataset(*args, transform, self.distinct_views)
 
     def _held_out_dataset(self) -> CaptionGroupDataset:
         """Captions drawn from another seed and not in the training list, for validate/test losses."""

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from stablerep_pl.data.collate import CaptionBatchCollate
+from stablerep_pl.data.on_the_fly import choose_views
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
@@ -50,8 +51,15 @@ def expand_urls(urls: str | list[str]) -> list[str]:
 class SampleDecoder:
     """Raw tar sample → `{"images": [m, 3, S, S], "caption_ids", "caption"}`, or None to skip it."""
 
-    def __init__(self, views: int, transform: Callable, strict: bool = False) -> None:
-        self.views, self.transform, self.strict = views, transform, strict
+    def __init__(
+        self, views: int, transform: Callable, strict: bool = False, distinct_views: bool = True
+    ) -> None:
+        self.views, self.transform, self.strict, self.distinct_views = (
+            views,
+            transform,
+            strict,
+            distinct_views,
+        )
         self.skipped = 0
 
     def skip(self, key: str, reason: str) -> None:
@@ -64,10 +72,10 @@ class SampleDecoder:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = sample.get("__key__", "?")
         names = sorted((k for k in sample if IMAGE_KEY.match(k)), key=lambda k: int(k.split(".")[0]))
-        if len(names) < self.views:
+        if len(names) < (self.views if self.distinct_views else 1):
             self.skip(key, f"{len(names)} images, need {self.views}")
             return None
-        chosen = torch.randperm(len(names))[: self.views].tolist()
+        chosen = choose_views(len(names), self.views, self.distinct_views)
         images = []
         for i in chosen:
             try:
@@ -125,6 +133,7 @@ class ShardDataModule(L.LightningDataModule):
         strict: bool = False,
         pin_memory: bool = False,
         text_tokens: int | None = None,
+        distinct_views: bool = True,
     ) -> None:
         super().__init__()
         self.urls = expand_urls(urls)
@@ -135,6 +144,7 @@ class ShardDataModule(L.LightningDataModule):
         self.num_workers, self.seed, self.strict, self.pin_memory = num_workers, seed, strict, pin_memory
         self.rank, self.world_size = 0, 1
         self.collate = CaptionBatchCollate(text_tokens)
+        self.distinct_views = distinct_views
 
     @property
     def images_per_batch(self) -> int:
@@ -192,7 +202,10 @@ class ShardDataModule(L.LightningDataModule):
                 else []
             ),
             wds.map(
-                SampleDecoder(self.views, train_transform(self.augmentation), self.strict), handler=handler
+                SampleDecoder(
+                    self.views, train_transform(self.augmentation), self.strict, self.distinct_views
+                ),
+                handler=handler,
             ),
             wds.select(lambda item: item is not None),
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),

@@ -96,6 +96,15 @@ class BaseMethod(L.LightningModule, abc.ABC):
             f"global batch: {global_images} images/step · peak lr {peak_lr:.3g} · "
             f"{total} steps ({warmup} warmup)"
         )
+        if self.logger is not None:
+            self.logger.log_hyperparams(
+                {
+                    "global_batch_images": global_images,
+                    "peak_lr": peak_lr,
+                    "total_steps": total,
+                    "warmup_steps": warmup,
+                }
+            )
 
         def factor(step: int) -> float:
             return warmup_cosine_factor(step, warmup, total, self.optim.min_lr_ratio)

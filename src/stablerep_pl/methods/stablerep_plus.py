@@ -26,7 +26,7 @@ def projection(in_dim: int, out_dim: int, kind: str) -> nn.Module:
 
 
 class StableRepPlus(StableRep):
-    """Total = L_image (StableRep) + `image_text_weight` · (L_image→text + L_text→image) / 2.
+    """Total = `image_loss_weight` · L_image (StableRep) + `image_text_weight` · (L_i→t + L_t→i) / 2.
 
     Every image's target is its own caption and every caption's target is uniform over its m
     images. Logits are `exp(logit_scale) · image·textᵀ`, `logit_scale` learnable, initialised to
@@ -40,6 +40,7 @@ class StableRepPlus(StableRep):
         text_encoder: nn.Module,
         embed_dim: int = 512,
         image_text_weight: float = 0.5,
+        image_loss_weight: float = 1.0,
         projection_type: str = "linear",
         init_logit_scale: float = math.log(1 / 0.07),
         image_text_loss: nn.Module | None = None,
@@ -55,7 +56,7 @@ class StableRepPlus(StableRep):
         self.image_projection = projection(self.feature_dim, embed_dim, projection_type)
         self.text_projection = projection(infer_feature_dim(text_encoder), embed_dim, projection_type)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
-        self.image_text_weight = image_text_weight
+        self.image_text_weight, self.image_loss_weight = image_text_weight, image_loss_weight
         self.image_text_loss = image_text_loss if image_text_loss is not None else MultiPosImageTextLoss()
 
     def scale(self) -> torch.Tensor:
@@ -68,13 +69,14 @@ class StableRepPlus(StableRep):
         images, caption_ids = batch["images"], batch["caption_ids"]
         out = self.embed(images)
         labels = caption_ids.repeat(images.shape[1])  # view-major, as `embed`
-        image_loss = self.loss(out["projections"], labels)
+        # image_loss_weight 0 with one view per caption is CLIP (the paper's CLIP baseline).
+        image_loss = self.loss(out["projections"], labels) if self.image_loss_weight else images.new_zeros(())
         image_embed = self.image_projection(out["features"])
         text_embed = self.text_projection(self.text_encoder(batch["tokens"]))
         scale = self.scale()
         image_text = self.image_text_loss(image_embed, text_embed, labels, caption_ids, scale)
         return {
-            "loss": image_loss + self.image_text_weight * image_text,
+            "loss": self.image_loss_weight * image_loss + self.image_text_weight * image_text,
             "image_loss": image_loss.detach(),
             "image_text_loss": image_text.detach(),
             "logit_scale": scale.detach(),

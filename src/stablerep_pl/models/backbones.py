@@ -26,6 +26,7 @@ class TimmBackbone(nn.Module):
         pretrained: bool = False,
         grad_checkpointing: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -46,6 +47,8 @@ class TimmBackbone(nn.Module):
             self.model.set_grad_checkpointing(True)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:  # in place: parameter names (checkpoints, export) stay timm's
+            self.model.compile()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
