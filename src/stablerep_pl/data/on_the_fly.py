@@ -18,6 +18,7 @@ from stablerep_pl.data.captions import procedural_captions
 from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
+from stablerep_pl.data.sampling import choose_views
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
 
@@ -31,13 +32,6 @@ def unique_captions(captions: Sequence[str]) -> list[str]:
             seen.add(text)
             kept.append(text)
     return kept
-
-
-def choose_views(available: int, views: int, distinct: bool = True) -> list[int]:
-    """m of the k images without replacement (StableRep), or one image m times (SimCLR)."""
-    if distinct:
-        return torch.randperm(available)[:views].tolist()
-    return [int(torch.randint(available, ()))] * views
 
 
 class CaptionGroupDataset(Dataset):
@@ -147,7 +141,13 @@ class GeneratorDataModule(L.LightningDataModule):
         args = (unique_captions(source), self.generator, self.images_per_caption, self.views)
         transform = train_transform(self.augmentation)
         if self.reuse > 1:
-            dataset = ReuseBufferDataset(*args, transform, reuse=self.reuse, buffer_size=self.buffer_size)
+            dataset = ReuseBufferDataset(
+                *args,
+                transform,
+                reuse=self.reuse,
+                buffer_size=self.buffer_size,
+                distinct_views=self.distinct_views,
+            )
             if self.trainer is not None:
                 dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
             self.train_dataset = dataset

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from stablerep_pl.data.generators.base import ImageGenerator, caption_key
+from stablerep_pl.data.sampling import choose_views
 
 
 class ReuseBufferDataset(IterableDataset):
@@ -31,8 +32,9 @@ class ReuseBufferDataset(IterableDataset):
         reuse: int = 4,
         buffer_size: int = 64,
         seed: int = 0,
+        distinct_views: bool = True,
     ) -> None:
-        if not 1 <= views <= images_per_caption:
+        if distinct_views and not 1 <= views <= images_per_caption:
             raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({images_per_caption})")
         if reuse < 1 or buffer_size < 1:
             raise ValueError("reuse and buffer_size must be >= 1")
@@ -40,6 +42,7 @@ class ReuseBufferDataset(IterableDataset):
         self.generator, self.transform = generator, transform
         self.images_per_caption, self.views = images_per_caption, views
         self.reuse, self.buffer_size, self.seed = reuse, buffer_size, seed
+        self.distinct_views = distinct_views
         self.rank, self.world_size, self.epoch = 0, 1, 0
 
     def set_distributed(self, rank: int, world_size: int) -> None:
@@ -85,7 +88,7 @@ class ReuseBufferDataset(IterableDataset):
             refill()
             slot = rng.randrange(len(buffer))
             index, pictures, served = buffer[slot]
-            chosen = torch.randperm(len(pictures))[: self.views].tolist()
+            chosen = choose_views(len(pictures), self.views, self.distinct_views)
             images = torch.stack([self.transform(pictures[j]) for j in chosen])
             buffer[slot][2] = served + 1
             if served + 1 >= self.reuse:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.on_the_fly import choose_views
+from stablerep_pl.data.sampling import choose_views
 from stablerep_pl.data.transforms import AugmentationConfig, train_transform
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
