@@ -58,3 +58,22 @@ def test_probe_result_is_deterministic_for_a_fixed_backbone(eval_set: Procedural
     assert probe.probe(model) == probe.probe(model)
     with pytest.raises(ValueError, match="every_n_epochs"):
         LinearProbeCallback(eval_set, every_n_epochs=0)
+
+
+def test_knn_callback_scores_frozen_features(eval_set: ProceduralEvalSet) -> None:
+    from stablerep_pl.callbacks import KNNCallback
+
+    torch.manual_seed(0)
+    model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
+    knn = KNNCallback(eval_set, k=3)
+    result = knn.probe(model)
+    assert 0.0 <= result.top1 <= 1.0 and knn.prefix == "knn/procedural"
+    assert knn.probe(model) == result
+
+
+def test_evaluation_does_not_change_the_training_rng(eval_set: ProceduralEvalSet) -> None:
+    model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    LinearProbeCallback(eval_set, steps=5).probe(model)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -1,6 +1,13 @@
 """Training callbacks: probes on labelled data, throughput, the end-of-run summary."""
 
-from stablerep_pl.callbacks.linear_probe import LinearProbeCallback
+from stablerep_pl.callbacks.linear_probe import FrozenFeatureCallback, KNNCallback, LinearProbeCallback
 from stablerep_pl.callbacks.monitoring import ImageThroughputMonitor, RunSummary, TorchThreads
 
-__all__ = ["ImageThroughputMonitor", "LinearProbeCallback", "RunSummary", "TorchThreads"]
+__all__ = [
+    "FrozenFeatureCallback",
+    "ImageThroughputMonitor",
+    "KNNCallback",
+    "LinearProbeCallback",
+    "RunSummary",
+    "TorchThreads",
+]

@@ -1,11 +1,13 @@
-"""Online linear probe: frozen backbone features on a labelled set, logged during training.
+"""Online evaluation on frozen features: linear probe and kNN, logged during training.
 
-These are *online* numbers (quick full-batch probes on cached features at training resolution);
-the paper's offline protocol is `stablerep probe`.
+These are *online* numbers (quick probes on cached features at training resolution), not the
+paper's offline protocol. Both callbacks share the schedule (every N epochs, at the end, and a
+random-init baseline at step 0), the feature extraction and the logging.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -15,30 +17,26 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from stablerep_pl.data.eval_sets import EvalSet
+from stablerep_pl.evaluation.knn import knn_accuracy
 from stablerep_pl.evaluation.linear import ProbeResult, extract_features, fit_linear_probe
 
 
-class LinearProbeCallback(L.Callback):
-    """Every `every_n_epochs` epochs and at the end of training, probe the backbone on `eval_set`.
+class FrozenFeatureCallback(L.Callback, abc.ABC):
+    """Every `every_n_epochs` epochs and at the end of training, score frozen backbone features.
 
-    With `baseline=True` the untrained backbone is probed once at the start of a fresh run
-    (step 0), so the logs show what training added over random features.
+    With `baseline=True` the untrained backbone is scored once at the start of a fresh run (step 0),
+    so the logs show what training added over random features. Scores are fractions in [0, 1],
+    logged as percentages under `{kind}/{eval_set.name}/top1`.
     """
 
+    kind = "eval"
+
     def __init__(
-        self,
-        eval_set: EvalSet,
-        every_n_epochs: int = 1,
-        lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
-        steps: int = 300,
-        batch_size: int = 256,
-        baseline: bool = True,
-    ) -> None:
+        self, eval_set: EvalSet, every_n_epochs: int = 1, batch_size: int = 256, baseline: bool = True
+    ):
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.eval_set = eval_set
-        self.every_n_epochs = every_n_epochs
-        self.lrs, self.steps, self.batch_size = tuple(lrs), steps, batch_size
+        self.eval_set, self.every_n_epochs, self.batch_size = eval_set, every_n_epochs, batch_size
         self.baseline = baseline
         self.baseline_result: ProbeResult | None = None
         self.last_result: ProbeResult | None = None
@@ -46,20 +44,33 @@ class LinearProbeCallback(L.Callback):
 
     @property
     def prefix(self) -> str:
-        return f"probe/{self.eval_set.name}"
+        return f"{self.kind}/{self.eval_set.name}"
+
+    @abc.abstractmethod
+    def score(
+        self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]
+    ) -> ProbeResult:
+        """Score cached `(features, labels)` of the train and test splits."""
 
     def probe(self, pl_module: L.LightningModule) -> ProbeResult:
-        """Probe `pl_module.backbone` in eval mode (BatchNorm uses running statistics)."""
+        """Score `pl_module.backbone` in eval mode (BatchNorm uses running statistics)."""
         backbone = pl_module.backbone
         was_training = backbone.training
         backbone.eval()
+        # Forked RNG: evaluating (DataLoader seeds, probe init) must not change the training run.
+        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+            return self._score_frozen(backbone, pl_module.device, was_training)
+
+    def _score_frozen(
+        self, backbone: torch.nn.Module, device: torch.device, was_training: bool
+    ) -> ProbeResult:
         try:
-            kwargs: dict[str, Any] = {"device": pl_module.device, "batch_size": self.batch_size}
+            kwargs: dict[str, Any] = {"device": device, "batch_size": self.batch_size}
             train = extract_features(backbone, self.eval_set.train_dataset(), **kwargs)
             test = extract_features(backbone, self.eval_set.test_dataset(), **kwargs)
         finally:
             backbone.train(was_training)
-        return fit_linear_probe(*train, *test, self.eval_set.num_classes, lrs=self.lrs, steps=self.steps)
+        return self.score(train, test)
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -103,3 +114,50 @@ class LinearProbeCallback(L.Callback):
 
         self.baseline_result = restore(state_dict.get("baseline_result"))
         self.last_result = restore(state_dict.get("last_result"))
+
+
+class LinearProbeCallback(FrozenFeatureCallback):
+    """Full-batch linear probes on cached features, several learning rates at once; the best is logged."""
+
+    kind = "probe"
+
+    def __init__(
+        self,
+        eval_set: EvalSet,
+        every_n_epochs: int = 1,
+        lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
+        steps: int = 300,
+        batch_size: int = 256,
+        baseline: bool = True,
+    ) -> None:
+        super().__init__(eval_set, every_n_epochs, batch_size, baseline)
+        self.lrs, self.steps = tuple(lrs), steps
+
+    def score(
+        self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]
+    ) -> ProbeResult:
+        return fit_linear_probe(*train, *test, self.eval_set.num_classes, lrs=self.lrs, steps=self.steps)
+
+
+class KNNCallback(FrozenFeatureCallback):
+    """Weighted kNN (cosine similarity, votes exp(sim / T)) on cached features."""
+
+    kind = "knn"
+
+    def __init__(
+        self,
+        eval_set: EvalSet,
+        every_n_epochs: int = 1,
+        k: int = 20,
+        temperature: float = 0.07,
+        batch_size: int = 256,
+        baseline: bool = True,
+    ) -> None:
+        super().__init__(eval_set, every_n_epochs, batch_size, baseline)
+        self.k, self.temperature = k, temperature
+
+    def score(
+        self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]
+    ) -> ProbeResult:
+        top1 = knn_accuracy(*train, *test, self.eval_set.num_classes, self.k, self.temperature)
+        return ProbeResult(top1=top1, best_lr=0.0, top1_per_lr={})
