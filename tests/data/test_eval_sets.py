@@ -58,3 +58,23 @@ def test_real_fashion_mnist() -> None:
     assert len(train) == 100 and es.num_classes == 10
     assert int(train.labels[0]) == 9  # the first training image of Fashion-MNIST is an ankle boot
     assert set(train.labels.tolist()) <= set(range(10))
+
+
+def test_image_folder_eval_set(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from stablerep_pl.data.eval_sets import ImageFolderEvalSet
+
+    for split, n in [("train", 3), ("val", 2)]:
+        for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+            folder = tmp_path / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 30), colour).save(folder / f"{i}.jpg")
+    es = ImageFolderEvalSet(str(tmp_path), image_size=24, name="toy")
+    assert es.class_names == ("class0", "class1") and es.name == "toy"
+    x, y = es.test_dataset()[3]
+    assert x.shape == (3, 24, 24) and y == 1
+    assert len(es.train_dataset()) == 6
+    with pytest.raises(FileNotFoundError, match="val"):
+        ImageFolderEvalSet(str(tmp_path / "train"))
