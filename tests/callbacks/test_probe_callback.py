@@ -1,5 +1,6 @@
 """LinearProbeCallback + RunSummary inside a real (tiny) Lightning fit."""
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -42,11 +43,14 @@ def test_probe_runs_at_start_every_n_epochs_and_at_the_end(
     assert probe.baseline_result is not None and probe.last_result is not None
     assert 0.0 <= probe.last_result.top1 <= 1.0
     assert model.backbone.training  # the probe restores training mode
-    metrics = (Path(logger.log_dir) / "metrics.csv").read_text()
-    assert "probe/procedural/baseline_top1" in metrics and "probe/procedural/top1" in metrics
-    assert metrics.count("probe/procedural/top1") == 1  # one column ...
-    rows = [line for line in metrics.splitlines()[1:] if line.split(",")[0]]
-    assert rows  # ... with values at epoch 2 and at the end (epoch 3)
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    baseline = [r for r in rows if r.get("probe/procedural/baseline_top1")]
+    probes = [r for r in rows if r.get("probe/procedural/top1")]
+    assert len(baseline) == 1 and baseline[0]["step"] == "0"
+    assert len(probes) == 2  # after epoch 2 (every_n_epochs) and at the end of epoch 3
+    assert int(probes[0]["step"]) < int(probes[1]["step"])
+    assert float(probes[1]["probe/procedural/top1"]) == pytest.approx(100 * probe.last_result.top1, abs=1e-3)
     out = capsys.readouterr().out
     assert "vs random-init baseline" in out and "tensorboard --logdir" in out
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 from stablerep_pl.data.captions import OBJECTS, CaptionGrammar
 from stablerep_pl.data.generators.base import ImageRequest, caption_key
@@ -164,21 +165,18 @@ class ImageFolderEvalSet(EvalSet):
     def __init__(
         self, root: str, image_size: int = 224, test_split: str = "val", name: str | None = None
     ) -> None:
-        from torchvision.datasets import ImageFolder
-
         self.root, self.image_size, self.test_split = Path(root), image_size, test_split
         for split in ("train", test_split):
             if not (self.root / split).is_dir():
                 raise FileNotFoundError(
                     f"{self.root / split} is missing (expected ImageFolder train/{test_split})"
                 )
-        self._folder = ImageFolder
         self.class_names = tuple(ImageFolder(str(self.root / "train")).classes)
         if name:
             self.name = name
 
     def _load(self, split: str) -> Dataset:
-        folder = self._folder(str(self.root / ("train" if split == "train" else self.test_split)),
+        folder = ImageFolder(str(self.root / ("train" if split == "train" else self.test_split)),
                               transform=eval_transform(self.image_size))  # fmt: skip
         if tuple(folder.classes) != self.class_names:
             raise ValueError(f"train and {self.test_split} of {self.root} have different classes")

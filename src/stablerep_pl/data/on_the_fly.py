@@ -123,22 +123,29 @@ class GeneratorDataModule(L.LightningDataModule):
         self.distinct_views = distinct_views
         self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
         self.val_dataset: CaptionGroupDataset | None = None
+        self._training_captions: list[str] | None = None
 
     @property
     def images_per_batch(self) -> int:
         return self.batch_size * self.views
+
+    def training_captions(self) -> list[str]:
+        """The deduplicated training captions: given ones, or the procedural grammar's (built once)."""
+        if self._training_captions is None:
+            source = self.captions
+            if source is None:
+                source = procedural_captions(
+                    self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute
+                )
+            self._training_captions = unique_captions(source)
+        return self._training_captions
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_captions > 0 and self.val_dataset is None:
             self.val_dataset = self._held_out_dataset()
         if self.train_dataset is not None:
             return
-        source = self.captions
-        if source is None:
-            source = procedural_captions(
-                self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute
-            )
-        args = (unique_captions(source), self.generator, self.images_per_caption, self.views)
+        args = (self.training_captions(), self.generator, self.images_per_caption, self.views)
         transform = train_transform(self.augmentation)
         if self.reuse > 1:
             dataset = ReuseBufferDataset(
@@ -156,8 +163,7 @@ class GeneratorDataModule(L.LightningDataModule):
 
     def _held_out_dataset(self) -> CaptionGroupDataset:
         """Captions drawn from another seed and not in the training list, for validate/test losses."""
-        train = set(unique_captions(self.captions or procedural_captions(
-            self.num_captions, seed=self.caption_seed, p_attribute=self.caption_p_attribute)))  # fmt: skip
+        train = set(self.training_captions())
         pool = procedural_captions(
             self.val_captions + len(train),
             seed=self.caption_seed + 7919,

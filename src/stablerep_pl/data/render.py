@@ -124,14 +124,15 @@ def render_shards(
             stale.unlink()
     images_todo = sum(len(captions[i * shard_size : (i + 1) * shard_size]) for i in todo) * images_per_caption
     start, written = time.perf_counter(), 0
+    captions_per_call = max(1, generator.batch_size // images_per_caption)  # fill the generator's batch
     bar = tqdm(total=images_todo, unit="img", desc=f"render rank {rank}", disable=not progress, smoothing=0.1)
     for index in todo:
         chunk = captions[index * shard_size : (index + 1) * shard_size]
         final = output / shard_name(prefix, index)
         tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "wb") as stream, wds.TarWriter(stream, mtime=FIXED_MTIME) as sink:
-            for batch_start in range(0, len(chunk), max(1, generator.batch_size // images_per_caption)):
-                group = chunk[batch_start : batch_start + max(1, generator.batch_size // images_per_caption)]
+            for batch_start in range(0, len(chunk), captions_per_call):
+                group = chunk[batch_start : batch_start + captions_per_call]
                 images = generator.generate(
                     [c.text for c in group], images_per_caption, [c.key for c in group]
                 )

@@ -160,11 +160,12 @@ class ShardDataModule(L.LightningDataModule):
 
     def batches_per_rank(self) -> int:
         workers = max(1, self.num_workers)
-        per_rank = self.resolve_epoch_captions() // (self.world_size * self.batch_size)
+        epoch_captions = self.resolve_epoch_captions()
+        per_rank = epoch_captions // (self.world_size * self.batch_size)
         per_rank = per_rank // workers * workers  # every worker yields the same number of batches
         if per_rank < 1:
             raise ValueError(
-                f"epoch of {self.resolve_epoch_captions()} captions is too short for {self.world_size} ranks × "
+                f"epoch of {epoch_captions} captions is too short for {self.world_size} ranks × "
                 f"{workers} workers × batch {self.batch_size}"
             )
         return per_rank
