@@ -81,3 +81,24 @@ def test_evaluation_does_not_change_the_training_rng(eval_set: ProceduralEvalSet
     before = torch.get_rng_state()
     LinearProbeCallback(eval_set, steps=5).probe(model)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_probe_and_knn_share_features_until_the_weights_change(eval_set: ProceduralEvalSet) -> None:
+    from stablerep_pl.callbacks import KNNCallback
+    from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE
+
+    torch.manual_seed(0)
+    model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
+    encoded = []
+    model.backbone.register_forward_hook(lambda _m, args, _o: encoded.append(len(args[0])))
+    SHARED_FEATURE_CACHE.clear()
+    LinearProbeCallback(eval_set, steps=5).probe(model)
+    first = sum(encoded)
+    KNNCallback(eval_set, k=3).probe(model)
+    assert sum(encoded) == first == len(eval_set.train_dataset()) + len(eval_set.test_dataset())
+    with torch.no_grad():
+        next(model.backbone.parameters()).mul_(0.5)  # an optimiser step would do the same
+    KNNCallback(eval_set, k=3).probe(model)
+    assert sum(encoded) == 2 * first
+    other = ProceduralEvalSet(image_size=24, render_size=32, train_per_class=4, test_per_class=2, seed=7)
+    assert other.fingerprint() != eval_set.fingerprint()

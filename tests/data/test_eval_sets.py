@@ -19,8 +19,8 @@ def test_procedural_eval_set_is_balanced_deterministic_and_held_out() -> None:
     assert x.shape == (3, 24, 24) and int(y) == 0
     again = ProceduralEvalSet(image_size=24, render_size=32, train_per_class=3, test_per_class=2)
     assert torch.equal(again.train_dataset()[5][0], train[5][0])
-    train_pixels = {np.asarray(im).tobytes() for im in train.images}
-    assert not any(np.asarray(im).tobytes() in train_pixels for im in test.images)
+    train_pixels = {np.asarray(im).tobytes() for im in es.raw("train").images}
+    assert not any(np.asarray(im).tobytes() in train_pixels for im in es.raw("test").images)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -78,3 +78,51 @@ def test_image_folder_eval_set(tmp_path: Path) -> None:
     assert len(es.train_dataset()) == 6
     with pytest.raises(FileNotFoundError, match="val"):
         ImageFolderEvalSet(str(tmp_path / "train"))
+
+
+def write_labelled_shard(path: Path, labels: list[int], label_key: str = "cls") -> None:
+    import io
+    import json
+
+    import webdataset as wds
+    from PIL import Image
+
+    with wds.TarWriter(str(path)) as sink:
+        for i, label in enumerate(labels):
+            buffer = io.BytesIO()
+            Image.new("RGB", (20, 16), (40 * label, 0, 255 - 40 * label)).save(buffer, format="PNG")
+            value = json.dumps({"label": label}) if label_key == "json" else str(label)
+            sink.write({"__key__": f"s{i:04d}", "png": buffer.getvalue(), label_key: value})
+
+
+def test_shard_eval_set_reads_labels_from_cls_or_json(tmp_path: Path) -> None:
+    from stablerep_pl.data.eval_sets import ShardEvalSet
+
+    write_labelled_shard(tmp_path / "train-000.tar", [0, 1, 2, 1])
+    write_labelled_shard(tmp_path / "train-001.tar", [2, 0])
+    write_labelled_shard(tmp_path / "test.tar", [1, 2], label_key="json")
+    es = ShardEvalSet(str(tmp_path / "train-{000..001}.tar"), str(tmp_path / "train-001.tar"), image_size=8)
+    assert es.num_classes == 3 and es.class_names == ("0", "1", "2")  # inferred from the labels
+    assert es.raw("train").labels.tolist() == [0, 1, 2, 1, 2, 0]
+    x, y = es.train_dataset()[2]
+    assert x.shape == (3, 8, 8) and int(y) == 2
+    named = ShardEvalSet(
+        str(tmp_path / "train-000.tar"), str(tmp_path / "test.tar"), image_size=8,
+        class_names=["a", "b", "c"], label_key="json", name="toy",
+    )  # fmt: skip
+    assert named.raw("test").labels.tolist() == [1, 2] and named.name == "toy"
+    with pytest.raises(ValueError, match="label key"):
+        named.raw("train")  # train-000 has `cls`, not `json`
+    with pytest.raises(ValueError, match="out of range"):
+        ShardEvalSet(str(tmp_path / "train-000.tar"), str(tmp_path / "test.tar"), num_classes=2).raw("train")
+
+
+def test_eval_set_transform_is_chosen_per_use() -> None:
+    from stablerep_pl.data.transforms import probe_train_transform
+
+    es = ProceduralEvalSet(image_size=24, render_size=32, train_per_class=1, test_per_class=1)
+    augmented = es.train_dataset(probe_train_transform(16))
+    assert augmented[0][0].shape == (3, 16, 16) and es.train_dataset()[0][0].shape == (3, 24, 24)
+    assert augmented.labels.tolist() == list(range(es.num_classes))
+    with pytest.raises(ValueError, match="split"):
+        es.raw("val")

@@ -1,13 +1,16 @@
 """Online evaluation on frozen features: linear probe and kNN, logged during training.
 
 These are *online* numbers (quick probes on cached features at training resolution), not the
-paper's offline protocol. Both callbacks share the schedule (every N epochs, at the end, and a
-random-init baseline at step 0), the feature extraction and the logging.
+paper's offline protocol (`stablerep probe`). Both callbacks share the schedule (every N epochs, at
+the end, and a random-init baseline at step 0), the feature extraction and the logging. Features are
+encoded once per evaluation set and weights (a shared cache) and, under DDP, split across ranks and
+gathered; rank 0 scores and logs, and every rank receives the same numbers.
 """
 
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -16,9 +19,12 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE, Features, weights_version
 from stablerep_pl.data.eval_sets import EvalSet
+from stablerep_pl.evaluation.features import broadcast_from_rank_zero, extract_features_distributed
 from stablerep_pl.evaluation.knn import knn_accuracy
-from stablerep_pl.evaluation.linear import ProbeResult, extract_features, fit_linear_probe
+from stablerep_pl.evaluation.linear import ProbeResult, fit_linear_probe
+from stablerep_pl.losses.gather import world_info
 
 
 class FrozenFeatureCallback(L.Callback, abc.ABC):
@@ -53,24 +59,37 @@ class FrozenFeatureCallback(L.Callback, abc.ABC):
         """Score cached `(features, labels)` of the train and test splits."""
 
     def probe(self, pl_module: L.LightningModule) -> ProbeResult:
-        """Score `pl_module.backbone` in eval mode (BatchNorm uses running statistics)."""
+        """Score `pl_module.backbone` in eval mode (BatchNorm uses running statistics).
+
+        Under DDP each rank encodes its share of the evaluation set and the features are gathered;
+        rank 0 fits the probe and broadcasts the result, so every rank holds the same metric.
+        """
         backbone = pl_module.backbone
         was_training = backbone.training
         backbone.eval()
         # Forked RNG: evaluating (DataLoader seeds, probe init) must not change the training run.
-        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
-            return self._score_frozen(backbone, pl_module.device, was_training)
-
-    def _score_frozen(
-        self, backbone: torch.nn.Module, device: torch.device, was_training: bool
-    ) -> ProbeResult:
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         try:
-            kwargs: dict[str, Any] = {"device": device, "batch_size": self.batch_size}
-            train = extract_features(backbone, self.eval_set.train_dataset(), **kwargs)
-            test = extract_features(backbone, self.eval_set.test_dataset(), **kwargs)
+            with torch.random.fork_rng(devices=devices):
+                train, test = self.features(backbone, pl_module.device)
+                result = self.score(train, test) if world_info()[0] == 0 else None
         finally:
             backbone.train(was_training)
-        return self.score(train, test)
+        return broadcast_from_rank_zero(result)
+
+    def features(self, backbone: torch.nn.Module, device: torch.device) -> tuple[Features, Features]:
+        """Train and test features of the evaluation set, shared with other callbacks via the cache."""
+        token = backbone.__dict__.setdefault("_feature_cache_token", uuid.uuid4().hex)
+        key = (self.eval_set.fingerprint(), id(backbone), token, weights_version(backbone))
+
+        def compute() -> tuple[Features, Features]:
+            kwargs: dict[str, Any] = {"device": device, "batch_size": self.batch_size}
+            return (
+                extract_features_distributed(backbone, self.eval_set.train_dataset(), **kwargs),
+                extract_features_distributed(backbone, self.eval_set.test_dataset(), **kwargs),
+            )
+
+        return SHARED_FEATURE_CACHE.get_or_compute(key, compute)
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():

@@ -84,3 +84,17 @@ def eval_transform(image_size: int, resize_ratio: float = 256 / 224) -> v2.Compo
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+def probe_train_transform(image_size: int, min_scale: float = 0.08) -> v2.Compose:
+    """The linear-probe protocol's training augmentation: RandomResizedCrop + horizontal flip."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RGB(),
+            v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )

@@ -1,5 +1,14 @@
 """Feature extraction and probes on frozen features (used by callbacks and `stablerep probe`)."""
 
-from stablerep_pl.evaluation.linear import ProbeResult, extract_features, fit_linear_probe
+from stablerep_pl.evaluation.features import extract_features, extract_features_distributed
+from stablerep_pl.evaluation.knn import knn_accuracy, knn_predict
+from stablerep_pl.evaluation.linear import ProbeResult, fit_linear_probe
 
-__all__ = ["ProbeResult", "extract_features", "fit_linear_probe"]
+__all__ = [
+    "ProbeResult",
+    "extract_features",
+    "extract_features_distributed",
+    "fit_linear_probe",
+    "knn_accuracy",
+    "knn_predict",
+]

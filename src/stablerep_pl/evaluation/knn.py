@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from torchmetrics.functional.classification import multiclass_accuracy
 
 
 @torch.no_grad()
@@ -41,5 +42,5 @@ def knn_accuracy(
     num_classes: int, k: int = 20, temperature: float = 0.07,
 ) -> float:  # fmt: skip
     """Top-1 of the weighted kNN classifier, a fraction in [0, 1]."""
-    predictions = knn_predict(train_x, train_y, test_x, num_classes, k, temperature).argmax(1)
-    return float((predictions == test_y).float().mean())
+    scores = knn_predict(train_x, train_y, test_x, num_classes, k, temperature)
+    return float(multiclass_accuracy(scores, test_y, num_classes, average="micro"))

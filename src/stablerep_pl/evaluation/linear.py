@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.classification import multiclass_accuracy
 
 
@@ -18,23 +17,6 @@ class ProbeResult:
     top1: float
     best_lr: float
     top1_per_lr: dict[float, float] = field(default_factory=dict)
-
-
-@torch.no_grad()
-def extract_features(
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    dataset: Dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
-    num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run `encode` over `(image, label)` items; returns float32 features `[N, D]` and labels `[N]`."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    features, labels = [], []
-    for images, targets in loader:
-        features.append(encode(images.to(device)).float().cpu())
-        labels.append(targets)
-    return torch.cat(features), torch.cat(labels).long()
 
 
 def fit_linear_probe(
