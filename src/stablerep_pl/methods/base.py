@@ -14,6 +14,7 @@ from stablerep_pl.optim import (
     resolve_warmup_steps,
     warmup_cosine_factor,
 )
+from stablerep_pl.parallel.fully_shard import shard_method
 
 
 def views_first(images: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ class BaseMethod(L.LightningModule, abc.ABC):
             on_step=True,
             on_epoch=True,
             batch_size=batch_size,
-            sync_dist=False,
+            sync_dist=True,  # under DDP/FSDP the loss of the global batch (mean over ranks), not rank 0's
         )
         return losses["loss"]
 
@@ -77,6 +78,16 @@ class BaseMethod(L.LightningModule, abc.ABC):
         if name is not None and kwargs is not None:
             checkpoint["timm_backbone"] = {"name": name, "kwargs": dict(kwargs)}
 
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (`configs/trainer/fully_shard.yaml`) shard with FSDP2; else nothing."""
+        if self.device_mesh is not None:
+            shard_method(self, self.device_mesh["data_parallel"])
+
+    def data_parallel_size(self) -> int:
+        """Ranks that each see their own batch: the sampler's replicas (DDP, FSDP, FSDP2), 1 alone."""
+        kwargs = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        return int(kwargs.get("num_replicas", self.trainer.world_size))
+
     def global_batch_images(self) -> int:
         """Images per optimiser step across all ranks, read from the data module."""
         dm = getattr(self.trainer, "datamodule", None)
@@ -84,7 +95,24 @@ class BaseMethod(L.LightningModule, abc.ABC):
         if per_rank is None:
             return 256
         accumulate = self.trainer.accumulate_grad_batches
-        return int(per_rank) * self.trainer.world_size * accumulate
+        return int(per_rank) * self.data_parallel_size() * accumulate
+
+    def describe_batch_and_lr(self, global_images: int, peak_lr: float) -> str:
+        """One line for the start of a run: where the global batch and the peak lr come from."""
+        dm = getattr(self.trainer, "datamodule", None)
+        per_rank = getattr(dm, "images_per_batch", None)
+        ranks, accumulate = self.data_parallel_size(), self.trainer.accumulate_grad_batches
+        batch = f"global batch {global_images} images/step"
+        if per_rank is not None:
+            batch += f" = {per_rank} per rank × {ranks} ranks × {accumulate} accumulated"
+        if self.optim.base_lr is not None:
+            lr = (
+                f"peak lr {peak_lr:.4g} = base_lr {self.optim.base_lr:.4g} × {global_images} / "
+                f"{self.optim.lr_reference_batch}"
+            )
+        else:
+            lr = f"peak lr {peak_lr:.4g} (optim.lr, not scaled with the batch)"
+        return f"{batch} · {lr}"
 
     def configure_optimizers(self):
         global_images = self.global_batch_images()
@@ -92,10 +120,7 @@ class BaseMethod(L.LightningModule, abc.ABC):
         optimizer = build_adamw(self, self.optim, peak_lr)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = resolve_warmup_steps(self.optim, total, self.trainer.max_epochs)
-        self.print(
-            f"global batch: {global_images} images/step · peak lr {peak_lr:.3g} · "
-            f"{total} steps ({warmup} warmup)"
-        )
+        self.print(f"{self.describe_batch_and_lr(global_images, peak_lr)} · {total} steps ({warmup} warmup)")
         if self.logger is not None:
             self.logger.log_hyperparams(
                 {
