@@ -59,6 +59,10 @@ def test_recipe_trains_one_step_on_cpu(recipe: str, shards: str, tmp_path: Path)
     assert cli.trainer.global_step == 1
     assert cli.model.backbone.name == "vit_base_patch16_224"
     assert cli.model.optim.base_lr == 1e-4 and cli.model.optim.betas == (0.9, 0.98)
+    # The recipes run DDP with find_unused_parameters: false, which hangs or fails on a parameter
+    # without a gradient: every trainable parameter must get one in a step.
+    unused = [n for n, p in cli.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
 
 
 @pytest.mark.slow

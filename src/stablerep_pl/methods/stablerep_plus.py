@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from stablerep_pl.losses import MultiPosImageTextLoss
-from stablerep_pl.methods.base import infer_feature_dim
+from stablerep_pl.methods.base import infer_feature_dim, views_first
 from stablerep_pl.methods.stablerep import StableRep
 from stablerep_pl.optim import OptimConfig
 
@@ -58,6 +58,8 @@ class StableRepPlus(StableRep):
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.image_text_weight, self.image_loss_weight = image_text_weight, image_loss_weight
         self.image_text_loss = image_text_loss if image_text_loss is not None else MultiPosImageTextLoss()
+        if not image_loss_weight:  # CLIP: no image-image loss, so no head (DDP needs every parameter used)
+            self.head = None
 
     def scale(self) -> torch.Tensor:
         """The multiplier exp(logit_scale), never above 100."""
@@ -67,10 +69,13 @@ class StableRepPlus(StableRep):
         if "tokens" not in batch:
             raise KeyError("StableRepPlus needs batch['tokens']: set data.init_args.text_tokens: 77")
         images, caption_ids = batch["images"], batch["caption_ids"]
-        out = self.embed(images)
         labels = caption_ids.repeat(images.shape[1])  # view-major, as `embed`
         # image_loss_weight 0 with one view per caption is CLIP (the paper's CLIP baseline).
-        image_loss = self.loss(out["projections"], labels) if self.image_loss_weight else images.new_zeros(())
+        if self.image_loss_weight:
+            out = self.embed(images)
+            image_loss = self.loss(out["projections"], labels)
+        else:
+            out, image_loss = {"features": self.backbone(views_first(images))}, images.new_zeros(())
         image_embed = self.image_projection(out["features"])
         text_embed = self.text_projection(self.text_encoder(batch["tokens"]))
         scale = self.scale()
