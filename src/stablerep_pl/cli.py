@@ -28,13 +28,18 @@ class StableRepCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: `stablerep fit|validate|test` (LightningCLI), `render` and `export`."""
+    """Console entry point: `stablerep fit|validate|test` (LightningCLI), `render`, `probe` and `export`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "render":
         from stablerep_pl.render_cli import main as render_main
 
         render_main(argv[1:])
+        return
+    if argv and argv[0] == "probe":
+        from stablerep_pl.probe_cli import main as probe_main
+
+        probe_main(argv[1:])
         return
     if argv and argv[0] == "export":
         from stablerep_pl.export import main as export_main

@@ -12,23 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 
-PREFIX = "backbone.model."
+from stablerep_pl.checkpoints import read_backbone
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the backbone weights of a Lightning checkpoint as timm-named safetensors."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    spec = ckpt.get("timm_backbone")
-    if spec is None:
-        raise ValueError(f"{checkpoint} has no timm backbone record (was it trained with TimmBackbone?)")
-    weights = {
-        k[len(PREFIX) :]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)
-    }
-    if not weights:
-        raise ValueError(f"{checkpoint} holds no '{PREFIX}*' weights")
+    spec, weights = read_backbone(checkpoint)
+    weights = {k: v.contiguous() for k, v in weights.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out), metadata={"timm_name": spec["name"]})
