@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo probe test test-fast lint format bench clean
 
 install: $(STAMP) fashion-mnist
 
@@ -29,6 +29,13 @@ fashion-mnist:
 
 demo: install
 	$(BIN)/stablerep fit --config configs/quickstart.yaml
+
+# Offline evaluation of the newest quickstart checkpoint (run `make demo` first).
+probe: install
+	@ckpt=$$(ls -t runs/quickstart/version_*/checkpoints/last.ckpt 2>/dev/null | head -1); \
+	if [ -z "$$ckpt" ]; then echo "no quickstart checkpoint under runs/quickstart; run make demo first"; exit 1; fi; \
+	$(BIN)/stablerep probe --config configs/probe/quickstart.yaml --ckpt $$ckpt --out runs/probe/quickstart_procedural && \
+	if [ -d $(FMNIST) ]; then $(BIN)/stablerep probe --config configs/probe/fashion_mnist.yaml --ckpt $$ckpt --out runs/probe/quickstart_fmnist; fi
 
 test: install
 	$(BIN)/python -m pytest -q
