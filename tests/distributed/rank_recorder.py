@@ -31,12 +31,19 @@ def full_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 class RankRecorder(L.Callback):
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
-        self.record: dict[str, Any] = {"caption_ids": [], "local_loss": [], "logged_loss": []}
+        self.record: dict[str, Any] = {
+            "caption_ids": [],
+            "local_loss": [],
+            "logged_loss": [],
+            "rng_after_batch": [],
+        }
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record |= {
             "rank": trainer.global_rank,
             "world_size": trainer.world_size,
+            "node_rank": trainer.node_rank,
+            "num_nodes": trainer.num_nodes,
             "strategy": type(trainer.strategy).__name__,
             "initial_state": full_state(pl_module),
             "initial_lr": trainer.optimizers[0].param_groups[0]["initial_lr"],
@@ -51,6 +58,9 @@ class RankRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self.record["caption_ids"].append(batch["caption_ids"].clone())
+        self.record["rng_after_batch"].append(
+            torch.get_rng_state()
+        )  # what the in-process augmentation drew from
         if trainer.global_step == 0:
             self.record["first_batch"] = {
                 k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)

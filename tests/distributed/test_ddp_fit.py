@@ -100,6 +100,15 @@ def test_caption_ids_are_disjoint_across_ranks(ddp_run) -> None:
 
 
 @pytest.mark.slow
+def test_ranks_draw_their_own_augmentations(ddp_run) -> None:
+    """With num_workers 0 the augmentations are drawn in the training process, whose RNG every rank
+    seeds alike; BaseMethod.setup decorrelates them (identical states here before that fix)."""
+    _, _, records = ddp_run
+    for step in range(STEPS):
+        assert not torch.equal(records[0]["rng_after_batch"][step], records[1]["rng_after_batch"][step])
+
+
+@pytest.mark.slow
 def test_global_batch_and_scaled_lr_printed_once_and_logged(ddp_run) -> None:
     workdir, stdout, records = ddp_run
     lines = [line for line in stdout.splitlines() if line.startswith("global batch")]

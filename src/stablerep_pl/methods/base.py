@@ -15,6 +15,7 @@ from stablerep_pl.optim import (
     warmup_cosine_factor,
 )
 from stablerep_pl.parallel.fully_shard import shard_method
+from stablerep_pl.parallel.seeding import decorrelate_ranks
 
 
 def views_first(images: torch.Tensor) -> torch.Tensor:
@@ -77,6 +78,10 @@ class BaseMethod(L.LightningModule, abc.ABC):
         name, kwargs = getattr(self.backbone, "name", None), getattr(self.backbone, "timm_kwargs", None)
         if name is not None and kwargs is not None:
             checkpoint["timm_backbone"] = {"name": name, "kwargs": dict(kwargs)}
+
+    def setup(self, stage: str) -> None:
+        """Every rank draws its own augmentations in-process (see `parallel/seeding.py`)."""
+        decorrelate_ranks(self.trainer.global_rank, self.trainer.world_size)
 
     def configure_model(self) -> None:
         """Under ModelParallelStrategy (`configs/trainer/fully_shard.yaml`) shard with FSDP2; else nothing."""
