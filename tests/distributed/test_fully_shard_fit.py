@@ -13,15 +13,19 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from stablerep_pl.cli import StableRepCLI
 from stablerep_pl.data.caption_sources import Caption
 from stablerep_pl.data.captions import procedural_captions
 from stablerep_pl.data.generators import caption_key
 from stablerep_pl.data.generators.procedural import ProceduralGenerator
 from stablerep_pl.data.render import render_shards
 from stablerep_pl.data.shards import caption_id
+from stablerep_pl.parallel.consolidate import consolidate
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
@@ -45,7 +49,7 @@ def shard_ids(path: Path) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory, shard_files, launch_fit, overrides, read_records) -> list[dict]:
+def fsdp_workdir(tmp_path_factory, shard_files, launch_fit, overrides) -> Path:
     workdir = tmp_path_factory.mktemp("fully_shard_fit")
     urls = str(shard_files[0].parent / "shard-{000000..000003}.tar")
     args = ["--config", QUICKSTART, "--config", SHARDS, "--config", FULLY_SHARD, "--config", str(overrides(workdir)),
@@ -53,7 +57,12 @@ def fsdp_run(tmp_path_factory, shard_files, launch_fit, overrides, read_records)
             f"--data.init_args.urls={urls}", "--data.init_args.resampled=false", "--data.init_args.num_workers=2",
             "--data.init_args.batch_size=8", "--data.init_args.shuffle_buffer=0"]  # fmt: skip
     launch_fit(args, workdir)
-    return read_records(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(fsdp_workdir, read_records) -> list[dict]:
+    return read_records(fsdp_workdir)
 
 
 @pytest.mark.slow
@@ -94,3 +103,38 @@ def test_shards_are_disjoint_per_rank_and_worker(fsdp_run, shard_files) -> None:
         assert set(seen) == per_shard[rank] | per_shard[rank + 2]  # shards rank::world
     rank0, rank1 = ({i for ids in r["caption_ids"] for i in ids.tolist()} for r in fsdp_run)
     assert not rank0 & rank1
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_consolidates_and_resumes_in_one_process(fsdp_workdir, fsdp_run, tmp_path) -> None:
+    folder = fsdp_workdir / "ckpt" / "last.ckpt"
+    assert (folder / ".metadata").is_file() and len(list(folder.glob("*.distcp"))) == 2  # one shard per rank
+    checkpoint = torch.load(consolidate(folder, tmp_path / "last.ckpt"), weights_only=False)
+    assert checkpoint["global_step"] == STEPS and "timm_backbone" in checkpoint
+    for name, value in fsdp_run[0]["final_state"].items():
+        torch.testing.assert_close(checkpoint["state_dict"][name], value, rtol=0, atol=0)
+
+    seen: dict = {}
+
+    class Probe(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen["step"] = trainer.global_step
+            optimizer = trainer.optimizers[0]
+            names = {id(p): n for n, p in pl_module.named_parameters()}
+            seen["exp_avg"] = {names[id(p)]: optimizer.state[p]["exp_avg"].clone() for g in optimizer.param_groups
+                               for p in g["params"]}  # fmt: skip
+
+    args = ["--config", QUICKSTART, "--data.init_args.num_captions=64", "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0", "--trainer.accelerator=cpu", "--trainer.devices=1",
+            f"--trainer.max_steps={STEPS + 1}", "--trainer.logger=false", "--trainer.callbacks=[]",
+            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    cli = StableRepCLI(args=args, run=False)
+    cli.trainer.callbacks.append(Probe())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert seen["step"] == STEPS and cli.trainer.global_step == STEPS + 1
+    # The shards key optimizer states by parameter name; after consolidation each lands on its parameter.
+    dcp_to_torch_save(folder, tmp_path / "raw.pt")
+    raw = torch.load(tmp_path / "raw.pt", weights_only=False)["optimizer_0"]["state"]
+    assert seen["exp_avg"].keys() == raw.keys()
+    for name, state in raw.items():
+        torch.testing.assert_close(seen["exp_avg"][name], state["exp_avg"], rtol=0, atol=0, msg=name)
