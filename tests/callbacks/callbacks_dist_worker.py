@@ -1,6 +1,6 @@
 """One rank of the 2-process gloo check of the evaluation callbacks (run by test_callbacks_distributed.py).
 
-Usage: python callbacks_dist_worker.py RANK WORLD INIT_FILE OUT_DIR
+Usage: python callbacks_dist_worker.py RANK WORLD INIT_FILE OUT_DIR (see tests/gloo_workers.py)
 
 Every rank builds the same seeded backbone and evaluation sets, runs the linear-probe and kNN
 callbacks' `probe`, and the raw sharded feature extraction on sets with fewer items than a full
@@ -10,11 +10,9 @@ stride, and saves what it got plus how many images it encoded itself.
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import TensorDataset
 
 from stablerep_pl.callbacks import KNNCallback, LinearProbeCallback
@@ -23,6 +21,9 @@ from stablerep_pl.data.eval_sets import ProceduralEvalSet
 from stablerep_pl.evaluation import extract_features_distributed
 from stablerep_pl.methods import StableRep
 from stablerep_pl.models import TimmBackbone
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gloo_workers import gloo_worker_main
 
 
 def build() -> tuple[StableRep, ProceduralEvalSet]:
@@ -56,17 +57,5 @@ def run() -> dict:
     }
 
 
-def main() -> None:
-    rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=120)
-    )
-    try:
-        torch.save(run(), out_dir / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    gloo_worker_main(lambda rank, world, extra: run())

@@ -6,14 +6,13 @@ all features in dataset order, and the probe and kNN results must equal the sing
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from gloo_workers import run_gloo_workers
 from stablerep_pl.callbacks import KNNCallback, LinearProbeCallback
 
 WORKER = Path(__file__).with_name("callbacks_dist_worker.py")
@@ -23,17 +22,7 @@ from callbacks_dist_worker import build  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    out = tmp_path_factory.mktemp("callbacks_dist")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(WORKER), "RANK", "2", str(out / "init"), str(out)]
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    procs = [
-        subprocess.Popen([str(r) if a == "RANK" else a for a in command], env=env, **pipes) for r in range(2)
-    ]
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return run_gloo_workers(WORKER, tmp_path_factory.mktemp("callbacks_dist"))
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """One rank of the 2-process gloo loss checks, run as a subprocess by test_losses_distributed.py.
 
-Usage: python losses_dist_worker.py RANK WORLD INIT_FILE SCENARIOS_FILE OUT_DIR
+Usage: python losses_dist_worker.py RANK WORLD INIT_FILE SCENARIOS_FILE OUT_DIR (see tests/gloo_workers.py)
 
 For every scenario (global tensors + per-rank row splits, written by the test) this rank takes its rows,
 replicates the scalar inputs, computes the loss, back-propagates `weight[rank] · loss` (1/world is DDP's
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import sys
 import warnings
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
 import stablerep_pl.losses as losses
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gloo_workers import gloo_worker_main
 
 
 def _local(tensor: torch.Tensor, splits: list[int] | None, rank: int) -> torch.Tensor:
@@ -60,22 +61,13 @@ def gather_check(rank: int, world: int, sizes: list[int]) -> dict:
     return out
 
 
-def main() -> None:
-    rank, world = int(sys.argv[1]), int(sys.argv[2])
-    init_file, scenarios_file, out_dir = sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5])
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
-    try:
-        scenarios = torch.load(scenarios_file, weights_only=False)
-        results = {name: run_scenario(s, rank) for name, s in scenarios.items()}
-        results["gather_equal"] = gather_check(rank, world, [4] * world)
-        results["gather_unequal"] = gather_check(rank, world, [2 + 3 * r for r in range(world)])
-        torch.save(results, out_dir / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def compute(rank: int, world: int, extra: list[str]) -> dict:
+    scenarios = torch.load(extra[0], weights_only=False)
+    results = {name: run_scenario(s, rank) for name, s in scenarios.items()}
+    results["gather_equal"] = gather_check(rank, world, [4] * world)
+    results["gather_unequal"] = gather_check(rank, world, [2 + 3 * r for r in range(world)])
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    gloo_worker_main(compute)

@@ -12,13 +12,12 @@ n_r · world / N makes it exact.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from gloo_workers import run_gloo_workers
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 WORLD = 2
@@ -120,37 +119,7 @@ def rank_results(tmp_path_factory) -> list[dict]:
     """Run both ranks once for the whole module; fail with their stderr if anything goes wrong."""
     tmp = tmp_path_factory.mktemp("dist_losses")
     torch.save(SCENARIOS, tmp / "scenarios.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(r),
-                str(WORLD),
-                str(tmp / "store"),
-                str(tmp / "scenarios.pt"),
-                str(tmp),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=120)
-            logs.append(err)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    if any(proc.returncode != 0 for proc in procs):
-        pytest.fail("distributed workers failed:\n" + "\n----\n".join(logs))
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_gloo_workers(WORKER, tmp, [str(tmp / "scenarios.pt")], world=WORLD, timeout=120)
 
 
 def _directions(naive, s: dict, t: dict) -> list[torch.Tensor]:

@@ -10,12 +10,13 @@ saves what it computed to OUT_DIR/rank{RANK}.pt.
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gloo_workers import gloo_worker_main
 
 ROWS = {"bn2d": [3, 5], "bn1d": [4, 6], "shard": [4, 4]}
 
@@ -114,19 +115,11 @@ def run_shard(rank: int, world: int) -> dict:
     }
 
 
-def main() -> None:
-    rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
-    try:
-        results = {kind: run_bn(kind, rank) for kind in ("bn2d", "bn1d")}
-        results["shard"] = run_shard(rank, world)
-        torch.save(results, out_dir / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def compute(rank: int, world: int, extra: list[str]) -> dict:
+    results = {kind: run_bn(kind, rank) for kind in ("bn2d", "bn1d")}
+    results["shard"] = run_shard(rank, world)
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    gloo_worker_main(compute)

@@ -12,13 +12,12 @@ an SGD step equal one process on the mean of the two ranks' losses.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from gloo_workers import run_gloo_workers
 
 HERE = Path(__file__).resolve().parent
 SPEC = importlib.util.spec_from_file_location("parallel_dist_worker", HERE / "parallel_dist_worker.py")
@@ -31,34 +30,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("parallel_dist")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "parallel_dist_worker.py"),
-                str(r),
-                str(WORLD),
-                str(tmp / "store"),
-                str(tmp),
-            ],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(WORLD)
-    ]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=120)[1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    if any(proc.returncode != 0 for proc in procs):
-        pytest.fail("workers failed:\n" + "\n----\n".join(logs))
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_gloo_workers(HERE / "parallel_dist_worker.py", tmp, world=WORLD, timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["bn2d", "bn1d"])
