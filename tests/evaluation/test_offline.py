@@ -24,7 +24,10 @@ def test_random_init_backbone_on_fashion_mnist_is_well_above_chance_and_determin
     assert first["linear"]["top1"] > 0.5 and first["knn"]["top1"] > 0.4  # chance: 0.1
     assert first["online_linear"]["top1"] > 0.5
     assert first["few_shot_5way_5shot"]["top1"] > 0.3  # chance: 0.2
-    assert run_protocol(random_resnet(), eval_set, protocol, progress=False) == first
+    model = random_resnet()
+    before = torch.get_rng_state()
+    assert run_protocol(model, eval_set, protocol, progress=False) == first
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is left alone
 
 
 def test_protocol_settings_are_validated() -> None:

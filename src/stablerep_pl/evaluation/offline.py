@@ -62,9 +62,23 @@ def run_protocol(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Every evaluation of `protocol` on `eval_set`; values are fractions in [0, 1]."""
+    """Every evaluation of `protocol` on `eval_set`; values are fractions in [0, 1].
+
+    Seeded from `protocol.seed` on a forked RNG, so calling it leaves the caller's RNG untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(protocol.seed)
+        return _run_protocol(backbone, eval_set, protocol, device, progress)
+
+
+def _run_protocol(
+    backbone: nn.Module,
+    eval_set: EvalSet,
+    protocol: ProbeProtocol,
+    device: torch.device | str,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
     backbone = backbone.to(device).eval()
-    torch.manual_seed(protocol.seed)
     extract = {"device": device, "batch_size": protocol.batch_size, "num_workers": protocol.num_workers}
     name = eval_set.name if progress else None
     train = extract_features(backbone, eval_set.train_dataset(), progress=name and f"{name} train", **extract)
