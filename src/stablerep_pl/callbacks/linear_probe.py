@@ -23,7 +23,12 @@ from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE, Features,
 from stablerep_pl.data.eval_sets import EvalSet
 from stablerep_pl.evaluation.features import broadcast_from_rank_zero, extract_features_distributed
 from stablerep_pl.evaluation.knn import knn_accuracy
-from stablerep_pl.evaluation.linear import ProbeResult, fit_linear_probe
+from stablerep_pl.evaluation.linear import (
+    ONLINE_PROBE_LRS,
+    ONLINE_PROBE_STEPS,
+    ProbeResult,
+    fit_linear_probe,
+)
 from stablerep_pl.losses.gather import world_info
 
 
@@ -144,8 +149,8 @@ class LinearProbeCallback(FrozenFeatureCallback):
         self,
         eval_set: EvalSet,
         every_n_epochs: int = 1,
-        lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
-        steps: int = 300,
+        lrs: Sequence[float] = ONLINE_PROBE_LRS,
+        steps: int = ONLINE_PROBE_STEPS,
         batch_size: int = 256,
         baseline: bool = True,
     ) -> None:

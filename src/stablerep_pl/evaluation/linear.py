@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
+# The online estimator's settings: the callbacks and `stablerep probe`'s reproduction of them share these.
+ONLINE_PROBE_LRS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+ONLINE_PROBE_STEPS = 300
+
 
 @dataclass
 class ProbeResult:
@@ -25,8 +29,8 @@ def fit_linear_probe(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     num_classes: int,
-    lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
-    steps: int = 300,
+    lrs: Sequence[float] = ONLINE_PROBE_LRS,
+    steps: int = ONLINE_PROBE_STEPS,
     weight_decay: float = 0.0,
     seed: int = 0,
 ) -> ProbeResult:

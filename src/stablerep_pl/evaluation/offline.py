@@ -24,7 +24,7 @@ from stablerep_pl.data.transforms import probe_train_transform
 from stablerep_pl.evaluation.features import extract_features
 from stablerep_pl.evaluation.few_shot import few_shot_accuracy
 from stablerep_pl.evaluation.knn import knn_accuracy
-from stablerep_pl.evaluation.linear import fit_linear_probe
+from stablerep_pl.evaluation.linear import ONLINE_PROBE_LRS, ONLINE_PROBE_STEPS, fit_linear_probe
 from stablerep_pl.evaluation.sgd_probe import cached_batches, score_heads, train_sgd_probe
 
 
@@ -43,8 +43,8 @@ class ProbeProtocol:
     knn_k: int = 20
     knn_temperature: float = 0.07
     online_estimator: bool = True
-    online_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
-    online_steps: int = 300
+    online_lrs: list[float] = field(default_factory=lambda: list(ONLINE_PROBE_LRS))
+    online_steps: int = ONLINE_PROBE_STEPS
     few_shot_ways: int = 5
     few_shot_shots: list[int] = field(default_factory=lambda: [1, 5])
     few_shot_queries: int = 15
