@@ -1,7 +1,10 @@
 """Training-input throughput: ShardDataModule vs a torchvision ImageFolder of the same images.
 
 Both read the same JPEG files (rendered once by the procedural generator), decode them and apply
-the same augmentation with the same number of workers; images/s counts augmented images delivered.
+the same augmentation recipe with the same number of workers; images/s counts augmented images
+delivered. ShardDataModule is measured in two of its modes, side by side: `per_image` (torchvision's
+transforms on each view, as ImageFolder does) and `batched` (the default: crop per view, then the
+photometric half of the recipe once per batch, vectorised).
 
     python benchmarks/shards.py --captions 1000 --k 6 --workers 2
 """
@@ -9,9 +12,12 @@ the same augmentation with the same number of workers; images/s counts augmented
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -42,7 +48,7 @@ def write_image_folder(shards: Path, folder: Path) -> int:
     return count
 
 
-def rate(loader: DataLoader, images_of) -> float:
+def rate(loader: DataLoader, images_of: Callable[[Any], int]) -> float:
     iterator = iter(loader)
     next(iterator)  # workers started, first batch ready
     start, images = time.perf_counter(), 0
@@ -61,6 +67,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64, help="training size")
     parser.add_argument("--batch", type=int, default=32, help="captions per batch")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -76,22 +83,52 @@ def main() -> None:
         for label, aug in [("paper augmentation", AugmentationConfig(image_size=args.crop)),
                            ("decode + crop only", light_augmentation(args.crop))]:  # fmt: skip
             folder = torchvision.datasets.ImageFolder(str(root / "folder"), transform=train_transform(aug))
-            folder_loader = DataLoader(
-                folder, batch_size=args.batch * args.k, shuffle=True, num_workers=args.workers, drop_last=True
-            )
-            dm = ShardDataModule(
-                urls, views=args.k, batch_size=args.batch, augmentation=aug, num_workers=args.workers,
-                epoch_captions=args.captions,
-            )  # fmt: skip
-            folder_rate = rate(folder_loader, lambda b: int(b[0].shape[0]))
-            shard_rate = rate(
-                dm.train_dataloader(), lambda b: int(b["images"].shape[0] * b["images"].shape[1])
-            )
-            rows.append((label, folder_rate, shard_rate))
-    print(f"{n_files} JPEGs ({args.size} px → {args.crop} px crops), {args.workers} workers, local disk")
-    print(f"{'transform':<22}{'ImageFolder img/s':>19}{'shards img/s':>14}{'ratio':>8}")
-    for label, folder_rate, shard_rate in rows:
-        print(f"{label:<22}{folder_rate:>19.0f}{shard_rate:>14.0f}{shard_rate / folder_rate:>7.2f}x")
+            loaders = {
+                "ImageFolder": DataLoader(
+                    folder, batch_size=args.batch * args.k, shuffle=True, num_workers=args.workers,
+                    drop_last=True,
+                ),
+                **{
+                    mode: ShardDataModule(
+                        urls, views=args.k, batch_size=args.batch, augmentation=aug,
+                        num_workers=args.workers, epoch_captions=args.captions, augmentation_mode=mode,
+                    ).train_dataloader()
+                    for mode in MODES
+                },
+            }  # fmt: skip
+            runs = {name: [] for name in loaders}
+            for _ in range(args.repeats):  # interleaved, so slow phases of a shared machine hit all alike
+                for name, loader in loaders.items():
+                    runs[name].append(rate(loader, images_in))
+            rows.append((label, runs))
+    print(
+        f"{n_files} JPEGs ({args.size} px → {args.crop} px crops), {args.workers} workers, local disk; "
+        f"median of {args.repeats} interleaved runs, images/s (ratio = shards / ImageFolder, per run)"
+    )
+    print(
+        f"{'transform':<20}{'ImageFolder':>12}" + "".join(f"{'shards ' + m:>18}{'ratio':>7}" for m in MODES)
+    )
+    for label, runs in rows:
+        cells = ""
+        for mode in MODES:
+            ratios = [r / f for r, f in zip(runs[mode], runs["ImageFolder"])]
+            cells += f"{statistics.median(runs[mode]):>18.0f}{statistics.median(ratios):>6.2f}x"
+        print(f"{label:<20}{statistics.median(runs['ImageFolder']):>12.0f}{cells}")
+        print(
+            f"{'':<20}runs: " + "; ".join(f"{k} " + "/".join(f"{r:.0f}" for r in v) for k, v in runs.items())
+        )
+
+
+def images_in(batch) -> int:
+    """Views in an ImageFolder batch `(images, labels)` or a shard batch `{"images": [n, m, ...]}`."""
+    return (
+        int(batch[0].shape[0])
+        if isinstance(batch, list | tuple)
+        else int(batch["images"][:, :, 0, 0, 0].numel())
+    )
+
+
+MODES = ("per_image", "batched")
 
 
 def light_augmentation(crop: int) -> AugmentationConfig:

@@ -64,3 +64,33 @@ def test_stablerep_plus_trains_from_generator_and_shards(tmp_path: Path, source:
     )  # fmt: skip
     assert type(cli.model).__name__ == "StableRepPlus" and cli.trainer.global_step == 2
     assert float(cli.trainer.callback_metrics["train/image_text_loss"]) > 0
+
+
+def test_on_device_augmentation_feeds_the_model_float_views(tmp_path: Path) -> None:
+    """`augmentation_mode: on_device`: uint8 crops leave the loader, the model sees augmented floats."""
+    import lightning as L
+    import torch
+
+    seen: list[torch.Tensor] = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(batch["images"])
+
+    captions = [Caption(caption_key(t), t) for t in procedural_captions(32, seed=4)]
+    render_shards(ProceduralGenerator(size=32), captions, tmp_path / "shards", 4, 8, progress=False)
+    cli = StableRepCLI(
+        args=[
+            "--config", str(ROOT / "configs/quickstart.yaml"), "--config", str(ROOT / "configs/data/shards.yaml"),
+            f"--data.init_args.urls={tmp_path}/shards/shard-{{000000..000003}}.tar",
+            "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+            "--data.init_args.augmentation_mode=on_device", "--trainer.max_steps=2",
+            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        run=False,
+    )  # fmt: skip
+    cli.trainer.callbacks.append(Spy())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2 and len(seen) == 2
+    assert all(b.dtype == torch.float32 and b.shape[:2] == (8, 4) for b in seen)
+    assert not torch.equal(seen[0][:, 0], seen[0][:, 1])  # views of one caption differ

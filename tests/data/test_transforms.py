@@ -6,6 +6,7 @@ from stablerep_pl.data.transforms import (
     AugmentationConfig,
     RandomDownsample,
     blur_kernel_size,
+    crop_transform,
     eval_transform,
     train_transform,
 )
@@ -26,6 +27,17 @@ def test_augmentations_are_random_but_seeded() -> None:
     b = transform(image)
     c = transform(image)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_crop_transform_is_the_geometric_half_of_the_recipe() -> None:
+    cfg = AugmentationConfig(image_size=24)
+    image = (torch.rand(3, 40, 40) * 255).to(torch.uint8)
+    view = crop_transform(cfg)(image)
+    assert view.shape == (3, 24, 24) and view.dtype == torch.uint8
+    names = [type(t).__name__ for t in crop_transform(cfg).transforms]
+    assert names == ["ToImage", "RandomResizedCrop", "RandomDownsample", "RandomHorizontalFlip"]
+    full = [type(t).__name__ for t in train_transform(cfg).transforms]
+    assert full[:3] == names[:3] and "RandomHorizontalFlip" in full
 
 
 def test_eval_transform_is_deterministic_and_normalised() -> None:

@@ -55,13 +55,28 @@ def blur_kernel_size(image_size: int) -> int:
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)
 
 
+def crop_transform(cfg: AugmentationConfig) -> v2.Compose:
+    """The recipe's per-image, geometric half: PIL/uint8 image → uint8 view `[3, S, S]`.
+
+    After it every view has the same size, so the photometric half can run batched
+    (`data.batch_augment.BatchAugmentation`).
+    """
+    return v2.Compose([*_geometric(cfg), v2.RandomHorizontalFlip(p=cfg.flip_p)])
+
+
+def _geometric(cfg: AugmentationConfig) -> list[torch.nn.Module]:
+    return [
+        v2.ToImage(),
+        v2.RandomResizedCrop(cfg.image_size, scale=(cfg.min_scale, cfg.max_scale), antialias=True),
+        RandomDownsample(cfg.downsample_p, cfg.downsample_sizes),
+    ]
+
+
 def train_transform(cfg: AugmentationConfig) -> v2.Compose:
     """PIL image or uint8 tensor → augmented, ImageNet-normalised float tensor `[3, S, S]`."""
     return v2.Compose(
         [
-            v2.ToImage(),
-            v2.RandomResizedCrop(cfg.image_size, scale=(cfg.min_scale, cfg.max_scale), antialias=True),
-            RandomDownsample(cfg.downsample_p, cfg.downsample_sizes),
+            *_geometric(cfg),
             v2.RandomApply([v2.ColorJitter(*cfg.jitter)], p=cfg.jitter_p),
             v2.RandomGrayscale(p=cfg.grayscale_p),
             v2.RandomApply([v2.GaussianBlur(blur_kernel_size(cfg.image_size), cfg.blur_sigma)], p=cfg.blur_p),
