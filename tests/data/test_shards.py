@@ -120,23 +120,3 @@ def test_too_few_shards_for_ranks_is_a_clear_error(shard_dir: Path) -> None:
     dm.rank, dm.world_size = 1, 2
     with pytest.raises(ValueError, match="cannot feed"):
         dm.train_dataloader()
-
-
-@pytest.mark.parametrize("mode", ["batched", "per_image", "on_device"])
-def test_augmentation_modes_give_the_same_batch_contract(shard_dir: Path, mode: str) -> None:
-    dm = module(str(shard_dir / "shard-{000000..000007}.tar"), resampled=False, augmentation_mode=mode)
-    batch = next(iter(dm.train_dataloader()))
-    if mode == "on_device":  # the loader ships uint8 crops; the hook augments after transfer
-        assert batch["images"].dtype == torch.uint8
-        batch = dm.on_after_batch_transfer(batch, 0)
-    images = batch["images"]
-    assert images.shape == (4, 2, 3, 16, 16) and images.dtype == torch.float32
-    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-    low, high = (-mean / std).view(3, 1, 1), ((1 - mean) / std).view(3, 1, 1)
-    assert ((images >= low - 1e-5) & (images <= high + 1e-5)).all()  # normalised [0, 1] pixels
-    assert images.std() > 0.1
-
-
-def test_unknown_augmentation_mode_is_rejected(shard_dir: Path) -> None:
-    with pytest.raises(ValueError, match="augmentation_mode"):
-        module(str(shard_dir / "shard-000000.tar"), augmentation_mode="gpu")

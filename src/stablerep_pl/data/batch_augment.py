@@ -113,17 +113,6 @@ class BatchAugmentation(torch.nn.Module):
         return out.view(*images.shape[:-3], *out.shape[-3:])
 
 
-class AugmentBatchImages:
-    """Batch-dict stage for data pipelines: `batch["images"]` (uint8 views) → augmented floats."""
-
-    def __init__(self, augmentation: BatchAugmentation) -> None:
-        self.augmentation = augmentation
-
-    def __call__(self, batch: dict) -> dict:
-        batch["images"] = self.augmentation(batch["images"])
-        return batch
-
-
 def _slice(params: BatchAugmentationParams, index: slice) -> BatchAugmentationParams:
     return BatchAugmentationParams(**{k: v[index] for k, v in vars(params).items()})
 

@@ -18,7 +18,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import braceexpand
 import lightning as L
@@ -27,12 +27,10 @@ import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
-from stablerep_pl.data.batch_augment import AugmentBatchImages, BatchAugmentation
+from stablerep_pl.data.augmentation_modes import AugmentationMode, AugmentationModeMixin
 from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.sampling import choose_views
-from stablerep_pl.data.transforms import AugmentationConfig, crop_transform, train_transform
-
-AugmentationMode = Literal["batched", "on_device", "per_image"]
+from stablerep_pl.data.transforms import AugmentationConfig
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
 
@@ -114,21 +112,14 @@ def _cycle(urls: list[str], seed: int) -> Callable[[], Iterator[dict[str, str]]]
     return stream
 
 
-class ShardDataModule(L.LightningDataModule):
+class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
     """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (n strings) from shards,
     plus CLIP `tokens [n, text_tokens]` for StableRep+ when `text_tokens` is set.
 
     `epoch_captions` is the number of captions per epoch across all ranks; when omitted it is read
     from `_info.json` beside local shards. `batch_size` counts captions per device.
 
-    `augmentation_mode` says where the recipe runs; the distribution is the same in all three:
-    - `batched` (default): workers crop and flip each view, then colour-jitter, grey, blur and
-      normalise the whole batch in vectorised passes (`BatchAugmentation`; at 64 and 224 px about
-      a third of the CPU time per view of the per-image pipeline).
-    - `on_device`: workers only decode and crop; uint8 batches (4× smaller) go to the GPU and are
-      augmented there after transfer (`on_after_batch_transfer`), for nodes short of CPU cores.
-      Outside a Trainer the loader then yields uint8 views.
-    - `per_image`: torchvision's `train_transform` on each view (the reference pipeline).
+    `augmentation_mode`: `batched` (default), `on_device` or `per_image`, see `augmentation_modes.py`.
     """
 
     def __init__(
@@ -149,20 +140,14 @@ class ShardDataModule(L.LightningDataModule):
         augmentation_mode: AugmentationMode = "batched",
     ) -> None:
         super().__init__()
-        if augmentation_mode not in get_args(AugmentationMode):
-            raise ValueError(
-                f"augmentation_mode must be one of {get_args(AugmentationMode)}, got {augmentation_mode!r}"
-            )
-        self.augmentation_mode = augmentation_mode
+        self.init_augmentation(augmentation, augmentation_mode)
         self.urls = expand_urls(urls)
         self.views, self.batch_size = views, batch_size
-        self.augmentation = augmentation or AugmentationConfig()
-        self.batch_augmentation = BatchAugmentation(self.augmentation)
         self.epoch_captions = epoch_captions
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.num_workers, self.seed, self.strict, self.pin_memory = num_workers, seed, strict, pin_memory
         self.rank, self.world_size = 0, 1
-        self.collate = CaptionBatchCollate(text_tokens)
+        self.collate = CaptionBatchCollate(text_tokens, self.collate_augmentation())
         self.distinct_views = distinct_views
 
     @property
@@ -227,11 +212,6 @@ class ShardDataModule(L.LightningDataModule):
             ),
             wds.select(lambda item: item is not None),
             wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
-            *(
-                [wds.map(AugmentBatchImages(self.batch_augmentation))]
-                if self.augmentation_mode == "batched"
-                else []
-            ),
         ]
         pipeline = wds.DataPipeline(*stages)
         one_pass = not self.resampled and self.world_size == 1 and self.epoch_captions is None
@@ -241,22 +221,6 @@ class ShardDataModule(L.LightningDataModule):
         with warnings.catch_warnings():  # it notes that __len__ is informative; with_epoch sets the length
             warnings.simplefilter("ignore", UserWarning)
             return pipeline.with_epoch(per_rank // workers).with_length(per_rank)
-
-    def view_transform(self) -> Callable:
-        """Per-view work done while decoding: the whole recipe, or only its crop (uint8 out)."""
-        if self.augmentation_mode == "per_image":
-            return train_transform(self.augmentation)
-        return crop_transform(self.augmentation)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """`on_device` mode: augment the uint8 views where the batch now lives (the GPU)."""
-        if self.augmentation_mode != "on_device" or not isinstance(batch, dict):
-            return batch
-        images = batch["images"]
-        batch["images"] = self.batch_augmentation.to(images.device)(images)
-        if self.trainer is not None:  # e.g. bf16-true: inputs follow the weights' dtype
-            batch = self.trainer.precision_plugin.convert_input(batch)
-        return batch
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
