@@ -117,6 +117,11 @@ def test_no_photometric_augmentation_is_just_normalisation() -> None:
     torch.testing.assert_close(BatchAugmentation(cfg)(x), expected)
 
 
+def test_an_empty_batch_stays_empty() -> None:
+    out = BatchAugmentation(AugmentationConfig(image_size=8))(torch.zeros(0, 4, 3, 8, 8, dtype=torch.uint8))
+    assert out.shape == (0, 4, 3, 8, 8) and out.dtype == torch.float32
+
+
 def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="hue"):
         BatchAugmentation(AugmentationConfig(jitter=(0.4, 0.4, 0.4, 0.7)))

@@ -105,8 +105,10 @@ class BatchAugmentation(torch.nn.Module):
         scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         out = torch.empty(flat.shape, dtype=torch.float32, device=flat.device)
         params = self.sample(flat.shape[0])
-        # On CPU, chunks of a few MB stay in cache: ~2× faster than whole-batch passes at 224 px.
-        step = max(1, CPU_CHUNK_BYTES // out[:1].nbytes) if flat.device.type == "cpu" else len(flat)
+        # On CPU, chunks of a few MB stay in cache; whole-batch passes at 224 px would stream
+        # every temporary through memory.
+        bytes_per_view = 4 * flat.shape[1:].numel()
+        step = max(1, CPU_CHUNK_BYTES // bytes_per_view) if flat.device.type == "cpu" else max(1, len(flat))
         for i in range(0, len(flat), step):
             chunk = torch.mul(flat[i : i + step], scale, out=out[i : i + step])
             self._apply_(chunk, _slice(params, slice(i, i + step)))
