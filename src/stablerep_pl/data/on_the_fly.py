@@ -19,7 +19,7 @@ from stablerep_pl.data.captions import procedural_captions
 from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
-from stablerep_pl.data.sampling import choose_views
+from stablerep_pl.data.sampling import check_views, choose_views
 from stablerep_pl.data.transforms import AugmentationConfig
 
 
@@ -47,8 +47,7 @@ class CaptionGroupDataset(Dataset):
         transform: Callable,
         distinct_views: bool = True,
     ) -> None:
-        if distinct_views and not 1 <= views <= images_per_caption:
-            raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({images_per_caption})")
+        check_views(images_per_caption, views, distinct_views)
         if not captions:
             raise ValueError("no captions to train on")
         self.captions = list(captions)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from stablerep_pl.data.generators.base import ImageGenerator, caption_key
-from stablerep_pl.data.sampling import choose_views
+from stablerep_pl.data.sampling import check_views, choose_views
 
 
 class ReuseBufferDataset(IterableDataset):
@@ -34,8 +34,7 @@ class ReuseBufferDataset(IterableDataset):
         seed: int = 0,
         distinct_views: bool = True,
     ) -> None:
-        if distinct_views and not 1 <= views <= images_per_caption:
-            raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({images_per_caption})")
+        check_views(images_per_caption, views, distinct_views)
         if reuse < 1 or buffer_size < 1:
             raise ValueError("reuse and buffer_size must be >= 1")
         self.captions = list(captions)

@@ -13,3 +13,9 @@ def choose_views(available: int, views: int, distinct: bool = True) -> list[int]
     if distinct:
         return torch.randperm(available)[:views].tolist()
     return [int(torch.randint(available, ()))] * views
+
+
+def check_views(available: int, views: int, distinct: bool = True) -> None:
+    """Fail early when m distinct views cannot be drawn from k images."""
+    if distinct and not 1 <= views <= available:
+        raise ValueError(f"need 1 <= views ({views}) <= images_per_caption ({available})")
