@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -27,8 +29,9 @@ class StableRep(BaseMethod):
         temperature: float = 0.1,
         loss: nn.Module | None = None,
         optim: OptimConfig | None = None,
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
     ) -> None:
-        super().__init__(backbone, optim)
+        super().__init__(backbone, optim, nonfinite_loss)
         self.head = ProjectionHead(self.feature_dim, head_hidden_dim, head_out_dim, head_layers)
         self.loss = loss if loss is not None else MultiPosConLoss(temperature=temperature)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,8 +50,11 @@ class StableRepPlus(StableRep):
         temperature: float = 0.1,
         loss: nn.Module | None = None,
         optim: OptimConfig | None = None,
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
     ) -> None:
-        super().__init__(backbone, head_hidden_dim, head_out_dim, head_layers, temperature, loss, optim)
+        super().__init__(
+            backbone, head_hidden_dim, head_out_dim, head_layers, temperature, loss, optim, nonfinite_loss
+        )
         self.text_encoder = text_encoder
         self.image_projection = projection(self.feature_dim, embed_dim, projection_type)
         self.text_projection = projection(infer_feature_dim(text_encoder), embed_dim, projection_type)
