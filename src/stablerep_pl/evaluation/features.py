@@ -3,6 +3,11 @@
 Under DDP every rank encodes a strided share of the evaluation set (items rank, rank + W, …), the
 shares are gathered, and every rank ends with the full set in dataset order: the same features a
 single process computes, for 1/W of the work.
+
+Every rank runs the same number of forwards, in batches of the same sizes: under `fully_shard` a
+forward is a collective (the parameters' all-gather), so a rank with one forward fewer would hang
+the others. Shares differ by at most one item, so the shorter ones are padded with one repeated item
+(item 0 for a rank with no items) whose output is dropped.
 """
 
 from __future__ import annotations
@@ -51,11 +56,9 @@ def extract_features_distributed(
     if world == 1:
         return extract_features(encode, dataset, device, batch_size, num_workers)
     indices = list(range(rank, len(dataset), world))
-    if indices:
-        features, labels = extract_features(encode, Subset(dataset, indices), device, batch_size, num_workers)
-    else:  # fewer items than ranks: this rank contributes nothing but still joins the collectives
-        width = _feature_width(encode, dataset, device)
-        features, labels = torch.empty(0, width), torch.empty(0, dtype=torch.long)
+    padded = padded_share(indices, len(dataset), world)
+    features, labels = extract_features(encode, Subset(dataset, padded), device, batch_size, num_workers)
+    features, labels = features[: len(indices)], labels[: len(indices)]  # drop the padding's outputs
     # The backend's device (CUDA for NCCL) carries the collective; results come back to the CPU.
     comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     order = torch.as_tensor(indices, dtype=torch.long)
@@ -65,9 +68,16 @@ def extract_features_distributed(
     return features[permutation], labels[permutation]
 
 
-def _feature_width(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, device: Any) -> int:
-    image, _ = dataset[0]
-    return int(encode(image.unsqueeze(0).to(device)).shape[1])
+def padded_share(indices: list[int], num_items: int, world: int) -> list[int]:
+    """This rank's items, padded to the longest share (ceil(N / W)) by repeating its last item.
+
+    Equal lengths mean the same number and sizes of batches on every rank. A rank without items
+    repeats item 0; an empty dataset stays empty (every rank then fails alike).
+    """
+    if not num_items:
+        return indices
+    longest = -(-num_items // world)
+    return indices + [indices[-1] if indices else 0] * (longest - len(indices))
 
 
 def broadcast_from_rank_zero(value: Any) -> Any:
