@@ -37,14 +37,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class DiffusionGenerator(ImageGenerator):
     """A diffusers pipeline (SD 1.x/2.x, SDXL, SD-Turbo …) loaded with `AutoPipelineForText2Image`.
 
-    `model` is a hub id or a local folder. The pipeline loads lazily on first use, so configs parse
-    fast and DataLoader workers do not pickle weights. `output_size` is the saved size (the paper
-    renders 512 px and keeps 256 px); None keeps the generated size.
+    `model` is a hub id or a local folder; the default is SD 1.5 under its current hub id, as in
+    `configs/render/sd15.yaml` (the old `runwayml/stable-diffusion-v1-5` was removed from the hub).
+    The pipeline loads lazily on first use, so configs parse fast and DataLoader workers do not
+    pickle weights. `output_size` is the saved size (the paper renders 512 px and keeps 256 px);
+    None keeps the generated size.
     """
 
     def __init__(
         self,
-        model: str = "runwayml/stable-diffusion-v1-5",
+        model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
         revision: str | None = None,
         guidance_scale: float = 2.0,
         num_inference_steps: int = 50,
