@@ -106,16 +106,19 @@ def first_step_in_one_process() -> Callable[[list[dict], list[str]], tuple[torch
     the global batch is rank 0's captions then rank 1's, which is the order of the cross-rank gather.
     """
 
-    def compute(records: list[dict], config_args: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def compute(
+        records: list[dict], config_args: list[str], dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         args = [*config_args, "--trainer.logger=false", "--trainer.callbacks=[]",
                 "--trainer.enable_checkpointing=false", "--trainer.devices=1", "--trainer.strategy=auto",
                 "--trainer.sync_batchnorm=false", "--trainer.plugins=null"]  # fmt: skip
         model = StableRepCLI(args=args, run=False).model
         model.load_state_dict(records[0]["initial_state"])
-        model.train()
+        model.to(dtype).train()
         batch = {
             key: torch.cat([r["first_batch"][key] for r in records]) for key in records[0]["first_batch"]
         }
+        batch["images"] = batch["images"].to(dtype)
         loss = model.compute_losses(batch)["loss"]
         loss.backward()
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -63,7 +63,7 @@ class RankRecorder(L.Callback):
         )  # what the in-process augmentation drew from
         if trainer.global_step == 0:
             self.record["first_batch"] = {
-                k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)
+                k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim > 0
             }
 
     def on_before_optimizer_step(

@@ -82,10 +82,17 @@ def test_first_step_loss_and_gradients_equal_one_process(
     torch.testing.assert_close(local.mean(), loss, rtol=1e-5, atol=1e-5)
     for record in records:  # the logged loss is the global batch's, on every rank
         torch.testing.assert_close(torch.tensor(record["logged_loss"][0]), loss, rtol=1e-5, atol=1e-5)
-    for record in records:  # DDP's averaged gradient equals the one-process gradient of the global loss
+    # DDP's averaged gradient equals the gradient of the global loss: measured against the exact
+    # (float64) one-process gradient, DDP's float32 error must be of the size of one float32 process's
+    # own rounding error (a missing gather gradient or a rank-local BatchNorm is orders larger).
+    _, exact = first_step_in_one_process(records, ["--config", QUICKSTART, *scaled_lr, *TINY], torch.float64)
+    for record in records:
         assert record["first_grads"].keys() == grads.keys()
         for name, grad in grads.items():
-            assert_close_to_scale(record["first_grads"][name], grad, name)
+            reference = exact[name]
+            rounding = float((grad.double() - reference).abs().max())
+            error = float((record["first_grads"][name].double() - reference).abs().max())
+            assert error <= 8 * rounding + 1e-6 * float(reference.abs().max()), (name, error, rounding)
 
 
 @pytest.mark.slow
