@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from stablerep_pl.data.generators.base import ImageGenerator
@@ -88,3 +89,57 @@ def test_simclr_mode_augments_one_image_per_caption() -> None:
         assert not torch.equal(item["images"][0], item["images"][1])  # two augmentations ...
     for start in range(0, 10, 2):
         assert gen.requests[start].index == gen.requests[start + 1].index  # ... of the same image
+
+
+def loader_batches(dm: GeneratorDataModule, epoch: int = 0) -> list[dict]:
+    loader = dm.train_dataloader()
+    loader.epoch_source = lambda: epoch
+    return list(loader)
+
+
+@pytest.mark.parametrize("reuse", [1, 2])
+@pytest.mark.parametrize("world", [1, 2])
+def test_same_seed_same_batches_with_and_without_workers(reuse: int, world: int) -> None:
+    """Every draw is seeded per item: the worker count cannot change a batch, a seed always repeats it."""
+    runs = {}
+    for workers in (0, 2):
+        dm = module(num_workers=workers, seed=3, reuse=reuse, buffer_size=8, num_captions=48)
+        dm.rank, dm.world_size = world - 1, world  # the last rank of `world`
+        dm.setup("fit")
+        runs[workers] = loader_batches(dm)
+    if reuse == 1:  # per-item keys: identical whatever the workers
+        assert [b["caption_ids"].tolist() for b in runs[0]] == [b["caption_ids"].tolist() for b in runs[2]]
+        assert all(torch.equal(a["images"], b["images"]) for a, b in zip(runs[0], runs[2]))
+    again = module(num_workers=2, seed=3, reuse=reuse, buffer_size=8, num_captions=48)
+    again.rank, again.world_size = world - 1, world
+    again.setup("fit")
+    repeat = loader_batches(again)
+    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(runs[2], repeat))
+    other = module(num_workers=0, seed=4, reuse=reuse, buffer_size=8, num_captions=48)
+    other.rank, other.world_size = world - 1, world
+    other.setup("fit")
+    assert not torch.equal(loader_batches(other)[0]["images"], runs[0][0]["images"])
+
+
+def test_one_caption_normalisation_on_every_path() -> None:
+    from stablerep_pl.data.caption_sources import TextCaptions
+
+    spaced = "a  red   star "
+    assert unique_captions([spaced]) == ["a red star"]
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.txt"
+        path.write_text(spaced + "\n")
+        (record,) = TextCaptions(str(path)).load()
+    from stablerep_pl.data.generators import caption_key
+
+    assert record.text == "a red star" and record.key == caption_key(spaced) == caption_key("a red star")
+
+
+def test_too_few_captions_for_the_ranks_is_a_clear_error() -> None:
+    dm = module(num_captions=6, batch_size=4)
+    dm.rank, dm.world_size = 0, 2
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        dm.setup("fit")

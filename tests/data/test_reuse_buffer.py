@@ -61,9 +61,43 @@ def test_data_module_with_tiny_diffusion_generator_and_reuse() -> None:
     )
     dm = GeneratorDataModule(
         gen, captions=CAPTIONS[:6], images_per_caption=3, views=2, batch_size=4, num_workers=0, reuse=2,
-        buffer_size=3, augmentation=AugmentationConfig(image_size=16),
+        buffer_size=4, augmentation=AugmentationConfig(image_size=16),
     )  # fmt: skip
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(batches) == 3  # 6 captions × 2 uses / 4 per batch
+    assert len(batches) == 2  # one whole batch of 4 of the 6 captions, × 2 uses
     assert batches[0]["images"].shape == (4, 2, 3, 16, 16) and batches[0]["images"].dtype == torch.float32
+
+
+def test_no_caption_twice_in_a_batch_and_every_caption_reuse_times() -> None:
+    ds = ReuseBufferDataset(
+        [f"a red star number {i}" for i in range(40)], ProceduralGenerator(size=16), 4, 2,
+        train_transform(AugmentationConfig(image_size=16)), reuse=3, buffer_size=10, batch_size=4,
+    )  # fmt: skip
+    ids = [int(x["caption_ids"]) for x in ds]
+    assert len(ids) == len(ds) == 40 * 3
+    assert Counter(ids) == {i: 3 for i in range(40)}
+    batches = [ids[i : i + 4] for i in range(0, len(ids), 4)]
+    assert all(len(set(b)) == 4 for b in batches)  # the old buffer repeated a caption in ~20 % of slots
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_restored_buffer_continues_exactly(workers: int) -> None:
+    def build() -> ReuseBufferDataset:
+        return ReuseBufferDataset(
+            CAPTIONS * 1, ProceduralGenerator(size=16), 4, 2, train_transform(AugmentationConfig(image_size=16)),
+            reuse=3, buffer_size=4, batch_size=2, seed=5,
+        )  # fmt: skip
+
+    from stablerep_pl.data.loader import ResumableDataLoader
+
+    reference = list(ResumableDataLoader(build(), batch_size=2, drop_last=True, num_workers=workers))
+    source = ResumableDataLoader(build(), batch_size=2, drop_last=True, num_workers=workers)
+    it = iter(source)
+    head = [next(it) for _ in range(5)]
+    restored = ResumableDataLoader(build(), batch_size=2, drop_last=True, num_workers=workers)
+    restored.load_state_dict(source.state_dict())
+    resumed = head + list(restored)
+    assert len(resumed) == len(reference) == len(source)
+    for a, b in zip(resumed, reference):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["caption_ids"], b["caption_ids"])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 from stablerep_pl.data.batch_augment import BatchAugmentation
+from stablerep_pl.data.item_seeds import seeded_draws
 from stablerep_pl.data.transforms import AugmentationConfig, crop_transform, train_transform
 
 AugmentationMode = Literal["batched", "on_device", "per_image"]
@@ -53,7 +54,12 @@ class AugmentationModeMixin:
         if self.augmentation_mode != "on_device" or not isinstance(batch, dict):
             return batch
         images = batch["images"]
-        batch["images"] = self.batch_augmentation.to(images.device)(images)
+        augment = self.batch_augmentation.to(images.device)
+        if "augment_seed" in batch:  # the batch's own draws (see collate.py), whatever ran before
+            with seeded_draws(int(batch["augment_seed"])):
+                batch["images"] = augment(images)
+        else:
+            batch["images"] = augment(images)
         if self.trainer is not None:  # e.g. bf16-true: inputs follow the weights' dtype
             batch = self.trainer.precision_plugin.convert_input(batch)
         return batch

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stablerep_pl.data.generators.base import caption_key
+from stablerep_pl.data.generators.base import caption_key, normalize_caption
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CaptionSource(abc.ABC):
             if text is None:
                 self._reject("undecodable", where)
                 continue
-            text = " ".join(text.split())
+            text = normalize_caption(text)
             if not text:
                 self._reject("empty", where)
                 continue

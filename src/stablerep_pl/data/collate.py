@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.utils.data import default_collate
 
 from stablerep_pl.data.batch_augment import BatchAugmentation
+from stablerep_pl.data.item_seeds import derive_seed, seeded_draws
 from stablerep_pl.models.text import CaptionTokenizer
 
 
@@ -14,6 +16,9 @@ class CaptionBatchCollate:
     """`default_collate`; then, when given, the batch's photometric augmentation on `images` and
     `tokens [n, context_length]` from the `caption` strings.
 
+    Items may carry their `draw_seed` (see `item_seeds.py`): the batch then gets `augment_seed`, a
+    seed derived from its items' seeds, and the batch augmentation draws from it, here or (mode
+    `on_device`) after the transfer, so a batch's pixels never depend on a worker's RNG state.
     Runs in the DataLoader workers, so neither blocks the training step.
     """
 
@@ -22,9 +27,16 @@ class CaptionBatchCollate:
         self.augmentation = augmentation
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        seeds = [item.pop("draw_seed") for item in items if "draw_seed" in item]
         batch = default_collate(items)
+        if seeds:
+            batch["augment_seed"] = torch.tensor(derive_seed("batch", *seeds))
         if self.augmentation is not None:
-            batch["images"] = self.augmentation(batch["images"])
+            if seeds:
+                with seeded_draws(int(batch["augment_seed"])):
+                    batch["images"] = self.augmentation(batch["images"])
+            else:
+                batch["images"] = self.augmentation(batch["images"])
         if self.tokenizer is not None:
             batch["tokens"] = self.tokenizer(list(batch["caption"]))
         return batch

@@ -2,13 +2,16 @@
 
 Every caption owns a fixed pool of k images (image j of caption i is always the same picture,
 as with pre-rendered shards); each time the caption is drawn, m of the k are chosen without
-replacement and augmented independently. Caption ids are dataset indices, so under a
-DistributedSampler they are unique across ranks.
+replacement and augmented independently. Caption ids are dataset indices, so under the
+rank-aware `EpochSampler` they are unique across ranks. The choice and the augmentation of an
+item draw from a seed of (run seed, epoch, index) only, so batches are reproducible and a resumed
+run sees exactly the pixels the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -17,18 +20,22 @@ from torch.utils.data import DataLoader, Dataset
 from stablerep_pl.data.augmentation_modes import AugmentationMode, AugmentationModeMixin
 from stablerep_pl.data.captions import procedural_captions
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key
+from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key, normalize_caption
+from stablerep_pl.data.item_seeds import default_data_seed, derive_seed, seeded_draws
+from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
+from stablerep_pl.data.samplers import EpochSampler
 from stablerep_pl.data.sampling import check_views, choose_views
 from stablerep_pl.data.transforms import AugmentationConfig
 
 
 def unique_captions(captions: Sequence[str]) -> list[str]:
-    """Drop empty and repeated captions, keeping first occurrences (repeats would be false negatives)."""
+    """Normalised captions without empty ones and repeats, first occurrences kept (a repeat would be
+    a false negative)."""
     seen: set[str] = set()
     kept = []
     for caption in captions:
-        text = caption.strip()
+        text = normalize_caption(caption)
         if text and text not in seen:
             seen.add(text)
             kept.append(text)
@@ -36,7 +43,8 @@ def unique_captions(captions: Sequence[str]) -> list[str]:
 
 
 class CaptionGroupDataset(Dataset):
-    """Item i: `{"images": [m, 3, S, S], "caption_ids": i, "caption": text}`."""
+    """Item `(epoch, i)` (or plain `i`, epoch 0): `{"images": [m, 3, S, S], "caption_ids": i,
+    "caption": text, "draw_seed"}`; its draws come from `seed`, the epoch and i only."""
 
     def __init__(
         self,
@@ -46,10 +54,11 @@ class CaptionGroupDataset(Dataset):
         views: int,
         transform: Callable,
         distinct_views: bool = True,
+        seed: int = 0,
     ) -> None:
         check_views(images_per_caption, views, distinct_views)
         if not captions:
-            raise ValueError("no captions to train on")
+            raise ValueError("no captions to train on (the caption list is empty or all blank)")
         self.captions = list(captions)
         self.keys = [caption_key(c) for c in self.captions]
         self.generator = generator
@@ -57,18 +66,23 @@ class CaptionGroupDataset(Dataset):
         self.views = views
         self.transform = transform
         self.distinct_views = distinct_views
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.captions)
 
-    def __getitem__(self, index: int) -> dict:
-        # The worker's torch RNG is seeded per rank, worker and epoch by Lightning, so the choice of
-        # views and the augmentations are reproducible and differ between epochs.
-        chosen = choose_views(self.images_per_caption, self.views, self.distinct_views)
-        caption, key = self.captions[index], self.keys[index]
-        pictures = self.generator.render([ImageRequest(caption, key, j) for j in chosen])
-        images = torch.stack([self.transform(p) for p in pictures])
-        return {"images": images, "caption_ids": torch.tensor(index, dtype=torch.long), "caption": caption}
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        draw_seed = derive_seed("caption-group", self.seed, epoch, index)
+        caption, caption_key_ = self.captions[index], self.keys[index]
+        with seeded_draws(draw_seed):
+            chosen = choose_views(self.images_per_caption, self.views, self.distinct_views)
+            pictures = self.generator.render([ImageRequest(caption, caption_key_, j) for j in chosen])
+            images = torch.stack([self.transform(p) for p in pictures])
+        return {
+            "images": images, "caption_ids": torch.tensor(index, dtype=torch.long), "caption": caption,
+            "draw_seed": draw_seed,
+        }  # fmt: skip
 
 
 class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
@@ -109,6 +123,8 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
         text_tokens: int | None = None,
         distinct_views: bool = True,
         augmentation_mode: AugmentationMode = "per_image",
+        seed: int | None = None,
+        stall_timeout: float | None = 600.0,
     ) -> None:
         super().__init__()
         self.init_augmentation(augmentation, augmentation_mode)
@@ -127,6 +143,8 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
         self.val_captions = val_captions
         self.collate = CaptionBatchCollate(text_tokens, self.collate_augmentation())
         self.distinct_views = distinct_views
+        self.seed, self.stall_timeout = seed, stall_timeout
+        self.rank, self.world_size = 0, 1
         self.train_dataset: CaptionGroupDataset | ReuseBufferDataset | None = None
         self.val_dataset: CaptionGroupDataset | None = None
         self._training_captions: list[str] | None = None
@@ -146,26 +164,38 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
             self._training_captions = unique_captions(source)
         return self._training_captions
 
+    def data_seed(self) -> int:
+        return default_data_seed() if self.seed is None else self.seed
+
     def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         if self.val_captions > 0 and self.val_dataset is None:
             self.val_dataset = self._held_out_dataset()
         if self.train_dataset is not None:
             return
-        args = (self.training_captions(), self.generator, self.images_per_caption, self.views)
-        transform = self.view_transform()
+        captions = self.training_captions()
+        if not captions:
+            raise ValueError("no captions to train on (the caption list is empty or all blank)")
+        if len(captions) // self.world_size < self.batch_size:
+            raise ValueError(
+                f"{len(captions)} distinct captions cannot fill one batch of {self.batch_size} captions "
+                f"on each of {self.world_size} ranks"
+            )
+        args = (captions, self.generator, self.images_per_caption, self.views, self.view_transform())
         if self.reuse > 1:
-            dataset = ReuseBufferDataset(
+            self.train_dataset = ReuseBufferDataset(
                 *args,
-                transform,
                 reuse=self.reuse,
                 buffer_size=self.buffer_size,
+                batch_size=self.batch_size,
+                seed=self.data_seed(),
                 distinct_views=self.distinct_views,
+                rank=self.rank,
+                world_size=self.world_size,
             )
-            if self.trainer is not None:
-                dataset.set_distributed(self.trainer.global_rank, self.trainer.world_size)
-            self.train_dataset = dataset
         else:
-            self.train_dataset = CaptionGroupDataset(*args, transform, self.distinct_views)
+            self.train_dataset = CaptionGroupDataset(*args, self.distinct_views, seed=self.data_seed())
 
     def _held_out_dataset(self) -> CaptionGroupDataset:
         """Captions drawn from another seed and not in the training list, for validate/test losses."""
@@ -177,8 +207,9 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
         )
         held_out = [c for c in pool if c not in train][: self.val_captions]
         return CaptionGroupDataset(
-            held_out, self.generator, self.images_per_caption, self.views, self.view_transform()
-        )
+            held_out, self.generator, self.images_per_caption, self.views, self.view_transform(),
+            seed=self.data_seed(),
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:
@@ -192,17 +223,31 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
 
-    def train_dataloader(self) -> DataLoader:
+    def _trainer_epoch(self) -> int | None:
+        return None if self.trainer is None else int(self.trainer.current_epoch)
+
+    def train_dataloader(self) -> ResumableDataLoader:
         assert self.train_dataset is not None, "call setup() first"
-        iterable = isinstance(self.train_dataset, ReuseBufferDataset)
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self.batch_size,
-            shuffle=not iterable,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,  # the reuse buffer advances its epoch per worker
-            pin_memory=self.pin_memory,
-            multiprocessing_context=self.multiprocessing_context if self.num_workers > 0 else None,
-            collate_fn=self.collate,
-        )
+        workers = self.num_workers > 0
+        common: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "multiprocessing_context": self.multiprocessing_context if workers else None,
+            "collate_fn": self.collate,
+            "epoch_source": self._trainer_epoch,
+            "stall_timeout": self.stall_timeout,
+            "stall_hint": f"Generating with {type(self.generator).__name__}.",
+        }
+        if isinstance(self.train_dataset, ReuseBufferDataset):
+            # Fresh workers every epoch take the epoch from this process's copy of the dataset.
+            return ResumableDataLoader(
+                self.train_dataset, batch_size=self.batch_size, drop_last=True, **common
+            )
+        sampler = EpochSampler(
+            self.train_dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True,
+            seed=self.data_seed(), drop_last=True,
+        )  # fmt: skip
+        return ResumableDataLoader(
+            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+            persistent_workers=workers, **common,
+        )  # fmt: skip

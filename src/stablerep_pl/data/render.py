@@ -173,6 +173,7 @@ def write_info(
     output: Path, report: RenderReport, rank: int, world_size: int, num_shards: int, prefix: str,
     settings: dict[str, Any],
 ) -> None:  # fmt: skip
+    shard_size = int(settings["shard_size"])
     """Per-rank report, and `_info.json` once every shard exists (whichever rank finishes last)."""
     atomic_write(
         output / f"_info.rank{rank:05d}-of-{world_size:05d}.json", json.dumps(asdict(report), indent=2)
@@ -185,6 +186,10 @@ def write_info(
         "images_per_caption": settings["images_per_caption"],
         "num_images": settings["num_captions"] * settings["images_per_caption"],
         "shards": [p.name for p in shards], "bytes": sum(p.stat().st_size for p in shards),
+        "shard_captions": {
+            shard_name(prefix, i): min(shard_size, settings["num_captions"] - i * shard_size)
+            for i in range(num_shards)
+        },
         "generator": settings["generator"],
     }  # fmt: skip
     atomic_write(output / "_info.json", json.dumps(info, indent=2))

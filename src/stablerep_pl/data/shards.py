@@ -7,7 +7,9 @@ Two ways to split the data, both with exact, equal epoch lengths on every rank (
   exactly one pass. With several ranks each rank cycles over its own shards and the epoch is cut at
   the same number of batches everywhere; with equal shards and `shuffle_buffer=0` that is exactly one
   pass per rank (a shuffle buffer mixes samples across the pass boundary, as buffers do).
-Caption ids are a 62-bit hash of the sample key: the same caption has the same id on every rank.
+Every draw (shard order, shuffle, views, augmentation) is seeded, so the same seed gives the same
+batches, and the stream resumes exactly mid-epoch (see `shard_stream.py`). Caption ids are a 62-bit
+hash of the sample key: the same caption has the same id on every rank.
 """
 
 from __future__ import annotations
@@ -15,24 +17,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
-from collections.abc import Callable, Iterator
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import braceexpand
 import lightning as L
 import torch
-import webdataset as wds
-from torch.utils.data import DataLoader, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from stablerep_pl.data.augmentation_modes import AugmentationMode, AugmentationModeMixin
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.sampling import choose_views
+from stablerep_pl.data.item_seeds import default_data_seed, seeded_draws
+from stablerep_pl.data.loader import ResumableDataLoader
+from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.data.shard_stream import ShardStream, SkipSample
 from stablerep_pl.data.transforms import AugmentationConfig
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
+REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # pipe:, http://, s3://, gs:// …
 
 
 def caption_id(key: str) -> int:
@@ -49,47 +53,95 @@ def expand_urls(urls: str | list[str]) -> list[str]:
     return expanded
 
 
+def is_local(url: str) -> bool:
+    return not REMOTE.match(url) or url.startswith("file:")
+
+
+def local_path(url: str) -> Path:
+    return Path(url.removeprefix("file:"))
+
+
+def check_local_urls(urls: list[str]) -> None:
+    """Fail before training when local shard paths do not exist (a typo would otherwise spin forever)."""
+    missing = [u for u in urls if is_local(u) and not local_path(u).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard URLs match no file: {shown}")
+
+
+def count_samples(path: Path) -> int:
+    """Samples in a local tar from its headers alone (tarfile seeks over the data); a corrupt or
+    truncated tail ends the count."""
+    keys, previous = 0, None
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                key = member.name.split(".", 1)[0] if member.isreg() else None
+                if key is not None and key != previous:
+                    keys, previous = keys + 1, key
+    except (tarfile.TarError, OSError, EOFError):
+        pass
+    return keys
+
+
+def read_shard_infos(urls: list[str]) -> dict[str, Any] | None:
+    """Per-shard caption counts (and images per caption, when known) of local shards.
+
+    From `_info.json` beside the shards (`shard_captions`, or for shards rendered before that
+    existed, `_render.json`'s shard size); shards without one are counted from their tar headers.
+    None when any shard is remote (nothing can be read before training).
+    """
+    if not all(is_local(u) for u in urls):
+        return None
+    counts: dict[str, int] = {}
+    images: set[int] = set()
+    for folder in sorted({local_path(u).parent for u in urls}):
+        info_path = folder / "_info.json"
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        images.add(int(info["images_per_caption"]))
+        per_shard = info.get("shard_captions")
+        if per_shard is None:
+            settings = json.loads((folder / "_render.json").read_text())
+            size, total = int(settings["shard_size"]), int(info["num_captions"])
+            per_shard = {name: min(size, total - i * size) for i, name in enumerate(sorted(info["shards"]))}
+        counts.update({str(folder / name): int(n) for name, n in per_shard.items()})
+    known = [counts.get(str(local_path(u))) for u in urls]
+    per_url = [count_samples(local_path(u)) if c is None else c for u, c in zip(urls, known)]
+    return {"counts": per_url, "images_per_caption": min(images) if images else None}
+
+
 class SampleDecoder:
-    """Raw tar sample → `{"images": [m, 3, S, S], "caption_ids", "caption"}`, or None to skip it."""
+    """Raw tar sample + seed → `{"images": [m, 3, S, S], "caption_ids", "caption", "draw_seed"}`.
 
-    def __init__(
-        self, views: int, transform: Callable, strict: bool = False, distinct_views: bool = True
-    ) -> None:
-        self.views, self.transform, self.strict, self.distinct_views = (
-            views,
-            transform,
-            strict,
-            distinct_views,
-        )
-        self.skipped = 0
+    Raises `SkipSample` for a sample with too few or undecodable images. The choice of views and
+    their augmentation draw from `seed` only (see `item_seeds.py`).
+    """
 
-    def skip(self, key: str, reason: str) -> None:
-        if self.strict:
-            raise ValueError(f"sample {key}: {reason} (strict mode)")
-        self.skipped += 1
-        if self.skipped <= 10 or self.skipped % 1000 == 0:
-            warnings.warn(f"skipping sample {key}: {reason} ({self.skipped} skipped so far)", stacklevel=2)
+    def __init__(self, views: int, transform: Callable, distinct_views: bool = True) -> None:
+        self.views, self.transform, self.distinct_views = views, transform, distinct_views
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+    def __call__(self, sample: dict[str, Any], seed: int) -> dict[str, Any]:
         key = sample.get("__key__", "?")
         names = sorted((k for k in sample if IMAGE_KEY.match(k)), key=lambda k: int(k.split(".")[0]))
         if len(names) < (self.views if self.distinct_views else 1):
-            self.skip(key, f"{len(names)} images, need {self.views}")
-            return None
-        chosen = choose_views(len(names), self.views, self.distinct_views)
+            raise SkipSample(f"{len(names)} images, need {self.views}")
         images = []
-        for i in chosen:
-            try:
-                image = decode_rgb(sample[names[i]])
-            except (RuntimeError, OSError, ValueError) as err:
-                self.skip(key, f"undecodable {names[i]}: {err}")
-                return None
-            images.append(self.transform(image))
+        with seeded_draws(seed):
+            chosen = choose_views(len(names), self.views, self.distinct_views)
+            for i in chosen:
+                try:
+                    image = decode_rgb(sample[names[i]])
+                except (RuntimeError, OSError, ValueError) as err:
+                    raise SkipSample(f"undecodable {names[i]}: {err}") from err
+                images.append(self.transform(image))
         text = sample.get("txt", b"")
         return {
             "images": torch.stack(images),
             "caption_ids": torch.tensor(caption_id(key), dtype=torch.long),
             "caption": text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text),
+            "draw_seed": seed,
         }
 
 
@@ -98,26 +150,16 @@ def decode_rgb(data: bytes) -> torch.Tensor:
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
-def _cycle(urls: list[str], seed: int) -> Callable[[], Iterator[dict[str, str]]]:
-    """Endless, per-pass reshuffled stream over a fixed list of shard URLs."""
-
-    def stream() -> Iterator[dict[str, str]]:
-        generator, epoch = torch.Generator(), 0
-        while True:
-            generator.manual_seed(seed * 1_000_003 + epoch)
-            for i in torch.randperm(len(urls), generator=generator).tolist():
-                yield {"url": urls[i]}
-            epoch += 1
-
-    return stream
-
-
 class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
-    """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (n strings) from shards,
-    plus CLIP `tokens [n, text_tokens]` for StableRep+ when `text_tokens` is set.
+    """Batches `images [n, m, 3, S, S]`, `caption_ids [n]`, `caption` (n strings), `skipped` (samples
+    skipped as unusable since the previous batch) from shards, plus CLIP `tokens [n, text_tokens]`
+    for StableRep+ when `text_tokens` is set.
 
     `epoch_captions` is the number of captions per epoch across all ranks; when omitted it is read
-    from `_info.json` beside local shards. `batch_size` counts captions per device.
+    from `_info.json` beside local shards (counting only the shards `urls` names). `batch_size` counts
+    captions per device. `seed` (default: the run's `seed_everything`) seeds every draw.
+    `stall_timeout`: seconds without a batch before the run fails with the likely causes (None: wait
+    forever); `max_consecutive_skips`: unusable samples/shards in a row before it fails.
 
     `augmentation_mode`: `batched` (default), `on_device` or `per_image`, see `augmentation_modes.py`.
     """
@@ -132,101 +174,135 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
         resampled: bool = True,
         shuffle_buffer: int = 1000,
         num_workers: int = 4,
-        seed: int = 0,
+        seed: int | None = None,
         strict: bool = False,
         pin_memory: bool = False,
         text_tokens: int | None = None,
         distinct_views: bool = True,
         augmentation_mode: AugmentationMode = "batched",
+        stall_timeout: float | None = 600.0,
+        max_consecutive_skips: int = 1000,
     ) -> None:
         super().__init__()
         self.init_augmentation(augmentation, augmentation_mode)
         self.urls = expand_urls(urls)
+        if batch_size < 1 or views < 1:
+            raise ValueError(f"batch_size and views must be >= 1, got {batch_size} and {views}")
         self.views, self.batch_size = views, batch_size
         self.epoch_captions = epoch_captions
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.num_workers, self.seed, self.strict, self.pin_memory = num_workers, seed, strict, pin_memory
+        self.stall_timeout, self.max_consecutive_skips = stall_timeout, max_consecutive_skips
         self.rank, self.world_size = 0, 1
         self.collate = CaptionBatchCollate(text_tokens, self.collate_augmentation())
         self.distinct_views = distinct_views
+        self._infos: dict[str, Any] | None = None
+        self._checked = False
 
     @property
     def images_per_batch(self) -> int:
         return self.batch_size * self.views
 
+    @property
+    def workers(self) -> int:
+        return max(1, self.num_workers)
+
+    def shard_infos(self) -> dict[str, Any] | None:
+        """Local `_info.json` facts (read once), checked against the settings."""
+        if not self._checked:
+            check_local_urls(self.urls)
+            self._infos = read_shard_infos(self.urls)
+            if self._infos is not None and self._infos["images_per_caption"] is not None:
+                check_views(self._infos["images_per_caption"], self.views, self.distinct_views)
+            self._checked = True
+        return self._infos
+
     def resolve_epoch_captions(self) -> int:
         if self.epoch_captions is not None:
             return self.epoch_captions
-        info = Path(self.urls[0]).parent / "_info.json"
-        if not info.exists():
-            raise ValueError(f"set epoch_captions: no {info} to read the caption count from")
-        return int(json.loads(info.read_text())["num_captions"])
+        infos = self.shard_infos()
+        if infos is None:
+            raise ValueError(
+                "set data.init_args.epoch_captions: the shards are remote or have no _info.json "
+                "to read the caption count from"
+            )
+        return sum(infos["counts"])
 
-    def batches_per_rank(self) -> int:
-        workers = max(1, self.num_workers)
+    def one_pass(self) -> bool:
+        """One rank, no resampling and no fixed epoch length: an epoch is one pass over the shards."""
+        return not self.resampled and self.world_size == 1 and self.epoch_captions is None
+
+    def batches_per_worker(self) -> list[int]:
+        """Each worker's batches per epoch (equal on every rank unless one pass on one rank)."""
+        workers = self.workers
+        if not self.resampled:
+            per_worker_shards = [len(self.urls[r :: self.world_size][w::workers])
+                                 for r in range(self.world_size) for w in range(workers)]  # fmt: skip
+            if min(per_worker_shards) == 0:
+                raise ValueError(
+                    f"{len(self.urls)} shards cannot feed {self.world_size} ranks × {workers} workers "
+                    "without resampling: use resampled: true, fewer workers or more shards"
+                )
+        if self.one_pass():
+            counts = self.resolve_counts()
+            mine = self.urls_per_worker()
+            return [sum(counts[i] for i in indices) // self.batch_size for indices in mine]
         epoch_captions = self.resolve_epoch_captions()
-        per_rank = epoch_captions // (self.world_size * self.batch_size)
-        per_rank = per_rank // workers * workers  # every worker yields the same number of batches
+        per_rank = epoch_captions // (self.world_size * self.batch_size) // workers * workers
         if per_rank < 1:
             raise ValueError(
                 f"epoch of {epoch_captions} captions is too short for {self.world_size} ranks × "
                 f"{workers} workers × batch {self.batch_size}"
             )
-        return per_rank
+        return [per_rank // workers] * workers
+
+    def resolve_counts(self) -> list[int]:
+        infos = self.shard_infos()
+        if infos is None:
+            raise ValueError(
+                "set data.init_args.epoch_captions: one pass over remote shards or shards without "
+                "_info.json has no known length"
+            )
+        return infos["counts"]
+
+    def urls_per_worker(self) -> list[list[int]]:
+        indices = list(range(len(self.urls)))[self.rank :: self.world_size]
+        return [indices[w :: self.workers] for w in range(self.workers)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        self.shard_infos()  # fail before training on missing shards or too few images per caption
+        self.batches_per_worker()
 
-    def worker_seed(self) -> int:
-        info = get_worker_info()
-        return self.seed * 1_000_003 + self.rank * 1009 + (info.id if info else 0)
+    def build_stream(self) -> ShardStream:
+        return ShardStream(
+            self.urls,
+            decode=SampleDecoder(self.views, self.view_transform(), self.distinct_views),
+            collate=self.collate,
+            batch_size=self.batch_size,
+            batches_per_worker=self.batches_per_worker(),
+            rank=self.rank,
+            world_size=self.world_size,
+            resampled=self.resampled,
+            cycle=not self.resampled and not self.one_pass(),
+            shuffle_buffer=self.shuffle_buffer,
+            seed=default_data_seed() if self.seed is None else self.seed,
+            strict=self.strict,
+            max_consecutive_skips=self.max_consecutive_skips,
+        )
 
-    def build_pipeline(self) -> wds.DataPipeline:
-        workers = max(1, self.num_workers)
-        if self.resampled:
-            source: list[Any] = [wds.ResampledShards(self.urls, seed=self.seed, worker_seed=self.worker_seed,
-                                                     deterministic=True, empty_check=False)]  # fmt: skip
-        else:
-            mine = self.urls[self.rank :: self.world_size]
-            if not mine:
-                raise ValueError(
-                    f"{len(self.urls)} shards cannot feed {self.world_size} ranks without resampling"
-                )
-            if self.world_size > 1:
-                source = [_cycle(mine, self.seed + self.rank), wds.split_by_worker]
-            else:
-                source = [wds.SimpleShardList(mine), wds.split_by_worker]
-        handler = wds.reraise_exception if self.strict else wds.warn_and_continue
-        stages = [
-            *source,
-            wds.tarfile_to_samples(handler=handler),
-            *(
-                [wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100))]
-                if self.shuffle_buffer > 1
-                else []
-            ),
-            wds.map(
-                SampleDecoder(self.views, self.view_transform(), self.strict, self.distinct_views),
-                handler=handler,
-            ),
-            wds.select(lambda item: item is not None),
-            wds.batched(self.batch_size, collation_fn=self.collate, partial=False),
-        ]
-        pipeline = wds.DataPipeline(*stages)
-        one_pass = not self.resampled and self.world_size == 1 and self.epoch_captions is None
-        if one_pass:
-            return pipeline
-        per_rank = self.batches_per_rank()
-        with warnings.catch_warnings():  # it notes that __len__ is informative; with_epoch sets the length
-            warnings.simplefilter("ignore", UserWarning)
-            return pipeline.with_epoch(per_rank // workers).with_length(per_rank)
+    def _trainer_epoch(self) -> int | None:
+        return None if self.trainer is None else int(self.trainer.current_epoch)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.build_pipeline(),
+    def train_dataloader(self) -> ResumableDataLoader:
+        first = self.urls[0] + (f" … ({len(self.urls)} shards)" if len(self.urls) > 1 else "")
+        return ResumableDataLoader(
+            self.build_stream(),
             batch_size=None,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,  # resampled streams advance their epoch per worker
             pin_memory=self.pin_memory,
+            epoch_source=self._trainer_epoch,
+            stall_timeout=self.stall_timeout,
+            stall_hint=f"Reading shards {first}.",
         )
