@@ -19,6 +19,11 @@ PREFIX = "backbone.model."
 def read_backbone(checkpoint: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`({"name", "kwargs"}, timm-named weights)` of the backbone in a Lightning checkpoint."""
     path = Path(checkpoint)
+    if path.is_dir() and (path / ".metadata").is_file():
+        raise ValueError(
+            f"{path} is a sharded (FSDP) checkpoint folder; consolidate it into one file first: "
+            f"python -m stablerep_pl.parallel.consolidate {path}  (then pass {path}.consolidated)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)

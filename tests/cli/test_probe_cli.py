@@ -77,9 +77,11 @@ def test_probe_reproduces_online_numbers_and_beats_random_init(
     assert "linear" in table and "random_init" in table and "few_shot_5way_1shot" in table
 
 
-def test_probe_is_a_stablerep_subcommand_with_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+def test_probe_is_a_stablerep_subcommand_with_clear_errors(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(["probe", "--ckpt", str(tmp_path / "missing.ckpt"), "--data", str(EVAL_SET)])
+    assert exit_info.value.code == 1
+    assert "stablerep probe: error: FileNotFoundError: " in capsys.readouterr().err
     with pytest.raises(SystemExit):  # no evaluation set given
         main(["probe", "--ckpt", str(tmp_path / "missing.ckpt")])
 

@@ -2,8 +2,10 @@
 
 from stablerep_pl.callbacks.linear_probe import FrozenFeatureCallback, KNNCallback, LinearProbeCallback
 from stablerep_pl.callbacks.monitoring import ImageThroughputMonitor, RunSummary, TorchThreads
+from stablerep_pl.callbacks.resume import ExactResume
 
 __all__ = [
+    "ExactResume",
     "FrozenFeatureCallback",
     "ImageThroughputMonitor",
     "KNNCallback",

@@ -41,7 +41,8 @@ class TorchThreads(L.Callback):
 
 
 class RunSummary(L.Callback):
-    """Prints probe accuracy vs the random-init baseline, the TensorBoard command and the checkpoint."""
+    """Prints probe accuracy vs the random-init baseline, skipped samples and steps, the TensorBoard
+    command and the checkpoint."""
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -56,6 +57,12 @@ class RunSummary(L.Callback):
                 gain = 100 * (last.top1 - base.top1)
                 text += f" vs random-init baseline {100 * base.top1:.1f}% ({gain:+.1f} points)"
             lines.append(text)
+        skipped = getattr(pl_module, "skipped_samples", 0)
+        bad_steps = getattr(pl_module, "skipped_nonfinite_steps", 0)
+        if skipped or bad_steps:
+            lines.append(
+                f"  skipped: {skipped} unusable samples (all ranks), {bad_steps} steps with a non-finite loss"
+            )
         if trainer.logger is not None and trainer.logger.log_dir:
             logdir = Path(trainer.logger.log_dir).parent
             lines.append(f"  TensorBoard: tensorboard --logdir {logdir}")
