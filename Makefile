@@ -37,8 +37,9 @@ probe: install
 	$(BIN)/stablerep probe --config configs/probe/quickstart.yaml --ckpt $$ckpt --out runs/probe/quickstart_procedural && \
 	if [ -d $(FMNIST) ]; then $(BIN)/stablerep probe --config configs/probe/fashion_mnist.yaml --ckpt $$ckpt --out runs/probe/quickstart_fmnist; fi
 
+# Two pytest workers (pytest-xdist) on the 2-core machines; the 15 slowest tests are printed at the end.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
