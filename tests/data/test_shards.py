@@ -120,3 +120,11 @@ def test_too_few_shards_for_ranks_is_a_clear_error(shard_dir: Path) -> None:
     dm.rank, dm.world_size = 1, 2
     with pytest.raises(ValueError, match="cannot feed"):
         dm.train_dataloader()
+
+
+def test_epoch_length_counts_only_the_named_shards(shard_dir: Path) -> None:
+    half = module(str(shard_dir / "shard-{000000..000003}.tar"), num_workers=0)  # 4 of 8 shards
+    every = module(str(shard_dir / "shard-{000000..000007}.tar"), num_workers=0)
+    half.setup(), every.setup()
+    assert half.resolve_epoch_captions() == NUM_CAPTIONS // 2 and every.resolve_epoch_captions() == NUM_CAPTIONS
+    assert len(half.train_dataloader()) == NUM_CAPTIONS // 2 // 4
