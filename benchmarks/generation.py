@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators.diffusion import DiffusionGenerator
-from stablerep_pl.data.generators.tiny_sd import build_tiny_sd_pipeline
+from fixtures.tiny_sd import build_tiny_sd_pipeline
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.generation.diffusion import DiffusionGenerator
 
 
 def make(args: argparse.Namespace, batch_size: int) -> DiffusionGenerator:

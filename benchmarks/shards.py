@@ -23,13 +23,13 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader
 
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
+from stablerep_pl.augment.transforms import AugmentationConfig, train_transform
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.data.shards import ShardDataModule
-from stablerep_pl.data.transforms import AugmentationConfig, train_transform
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 
 def write_image_folder(shards: Path, folder: Path) -> int:

@@ -17,8 +17,8 @@ cells = [
         "import matplotlib.pyplot as plt\n"
         "import lightning as L\n"
         "import torch\n\n"
-        "from stablerep_pl.data.captions import procedural_captions\n"
-        "from stablerep_pl.data.generators.procedural import ProceduralGenerator\n\n"
+        "from stablerep_pl.captions.grammar import procedural_captions\n"
+        "from stablerep_pl.generation.procedural import ProceduralGenerator\n\n"
         "torch.manual_seed(0)\n"
         "generator = ProceduralGenerator(size=64, diversity=0.5, seed=0)\n"
         "captions = procedural_captions(5, seed=3)\n"
@@ -39,10 +39,10 @@ cells = [
     ),
     nbf.v4.new_code_cell(
         "from stablerep_pl.data.on_the_fly import GeneratorDataModule\n"
-        "from stablerep_pl.data.transforms import AugmentationConfig\n"
+        "from stablerep_pl.augment.transforms import AugmentationConfig\n"
         "from stablerep_pl.methods import StableRep\n"
         "from stablerep_pl.models import TimmBackbone\n"
-        "from stablerep_pl.optim import OptimConfig\n\n"
+        "from stablerep_pl.methods.optim import OptimConfig\n\n"
         "class LossHistory(L.Callback):\n"
         "    def __init__(self):\n"
         "        self.losses = []\n\n"

@@ -17,8 +17,8 @@ from torch.utils.data import TensorDataset
 
 from stablerep_pl.callbacks import KNNCallback, LinearProbeCallback
 from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE
-from stablerep_pl.data.eval_sets import ProceduralEvalSet
 from stablerep_pl.evaluation import extract_features_distributed
+from stablerep_pl.evaluation.eval_sets import ProceduralEvalSet
 from stablerep_pl.methods import StableRep
 from stablerep_pl.models import TimmBackbone
 

@@ -7,14 +7,14 @@ import lightning as L
 import pytest
 import torch
 
+from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.callbacks import LinearProbeCallback, RunSummary
-from stablerep_pl.data.eval_sets import ProceduralEvalSet
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
 from stablerep_pl.data.on_the_fly import GeneratorDataModule
-from stablerep_pl.data.transforms import AugmentationConfig
+from stablerep_pl.evaluation.eval_sets import ProceduralEvalSet
+from stablerep_pl.generation.procedural import ProceduralGenerator
 from stablerep_pl.methods import StableRep
+from stablerep_pl.methods.optim import OptimConfig
 from stablerep_pl.models import TimmBackbone
-from stablerep_pl.optim import OptimConfig
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.cli import main
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
 from stablerep_pl.data.shards import ShardDataModule
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--data.init_args.num_captions=64",
@@ -140,7 +140,7 @@ def test_sharded_checkpoint_folder_says_how_to_consolidate(capsys, tmp_path: Pat
     folder.mkdir()
     (folder / ".metadata").write_bytes(b"")
     line = one_line_error(["export", str(folder), "--out", "x.safetensors"], capsys, tmp_path, 1)
-    assert "python -m stablerep_pl.parallel.consolidate" in line
+    assert "python -m stablerep_pl.distributed.consolidate" in line
 
 
 def test_unwritable_output_directory(capsys, tmp_path: Path) -> None:

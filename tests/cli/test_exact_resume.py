@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

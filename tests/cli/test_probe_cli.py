@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from stablerep_pl.cli import StableRepCLI, main
-from stablerep_pl.probe_cli import main as probe_main
+from stablerep_pl.cli.probe import main as probe_main
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_SET = ROOT / "configs" / "eval" / "procedural_quickstart.yaml"  # the callbacks' set
@@ -87,11 +87,11 @@ def test_probe_is_a_stablerep_subcommand_with_clear_errors(tmp_path: Path, capsy
 
 
 def test_shipped_probe_configs_parse() -> None:
-    from stablerep_pl.probe_cli import build_parser
+    from stablerep_pl.cli.probe import build_parser
 
     for name in ("quickstart", "fashion_mnist", "imagenet"):
         config = build_parser().parse_args(
             ["--config", str(ROOT / "configs" / "probe" / f"{name}.yaml"), "--ckpt", "x.ckpt"]
         )
-        assert config.data.class_path.startswith("stablerep_pl.data.eval_sets.")
+        assert config.data.class_path.startswith("stablerep_pl.evaluation.eval_sets.")
         assert config.protocol.epochs >= 1

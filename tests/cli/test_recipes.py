@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.cli import StableRepCLI
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/vitb16_*.yaml"))

@@ -24,7 +24,7 @@ RECIPES = [
 STRATEGY = {
     "ddp": "lightning.pytorch.strategies.DDPStrategy",
     "fsdp": "lightning.pytorch.strategies.FSDPStrategy",
-    "fully_shard": "stablerep_pl.parallel.FullyShardStrategy",
+    "fully_shard": "stablerep_pl.distributed.FullyShardStrategy",
 }
 
 
@@ -49,7 +49,7 @@ def test_trainer_config_composes_with_a_recipe(capsys, recipe: str, name: str) -
     assert trainer["precision"] == recipe_config["trainer"]["precision"]
     if name != "fsdp":  # GPU-only config: torch's own SyncBatchNorm
         assert [p["class_path"] for p in trainer["plugins"]] == [
-            "stablerep_pl.parallel.SyncBatchNormAnyDevice"
+            "stablerep_pl.distributed.SyncBatchNormAnyDevice"
         ]
 
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from stablerep_pl.data.generators.base import ImageGenerator
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
+from stablerep_pl.augment.transforms import AugmentationConfig, train_transform
 from stablerep_pl.data.on_the_fly import CaptionGroupDataset, GeneratorDataModule, unique_captions
-from stablerep_pl.data.transforms import AugmentationConfig, train_transform
+from stablerep_pl.generation.base import ImageGenerator
+from stablerep_pl.generation.procedural import ProceduralGenerator
 
 
 class Recording(ImageGenerator):
@@ -122,7 +122,7 @@ def test_same_seed_same_batches_with_and_without_workers(reuse: int, world: int)
 
 
 def test_one_caption_normalisation_on_every_path() -> None:
-    from stablerep_pl.data.caption_sources import TextCaptions
+    from stablerep_pl.captions.sources import TextCaptions
 
     spaced = "a  red   star "
     assert unique_captions([spaced]) == ["a red star"]
@@ -133,7 +133,7 @@ def test_one_caption_normalisation_on_every_path() -> None:
         path = Path(tmp) / "c.txt"
         path.write_text(spaced + "\n")
         (record,) = TextCaptions(str(path)).load()
-    from stablerep_pl.data.generators import caption_key
+    from stablerep_pl.captions.keys import caption_key
 
     assert record.text == "a red star" and record.key == caption_key(spaced) == caption_key("a red star")
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stablerep_pl.data.generators.base import ImageGenerator
-from stablerep_pl.data.generators.diffusion import DiffusionGenerator
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.generators.tiny_sd import build_tiny_sd_pipeline
+from fixtures.tiny_sd import build_tiny_sd_pipeline
+from stablerep_pl.augment.transforms import AugmentationConfig, train_transform
 from stablerep_pl.data.on_the_fly import GeneratorDataModule
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
-from stablerep_pl.data.transforms import AugmentationConfig, train_transform
+from stablerep_pl.generation.base import ImageGenerator
+from stablerep_pl.generation.diffusion import DiffusionGenerator
+from stablerep_pl.generation.procedural import ProceduralGenerator
 
 
 class Counting(ImageGenerator):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
 from stablerep_pl.data.on_the_fly import CaptionGroupDataset
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
 from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.generation.procedural import ProceduralGenerator
 
 
 def test_choose_views_draws_distinct_images_or_repeats_one() -> None:

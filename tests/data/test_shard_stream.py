@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
+from stablerep_pl.augment.transforms import AugmentationConfig
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.data.shard_stream import DataError
 from stablerep_pl.data.shards import ShardDataModule
-from stablerep_pl.data.transforms import AugmentationConfig
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 NUM_CAPTIONS, SHARD_SIZE = 60, 6
 

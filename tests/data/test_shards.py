@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
+from stablerep_pl.augment.transforms import AugmentationConfig
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.data.shards import ShardDataModule, caption_id
-from stablerep_pl.data.transforms import AugmentationConfig
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 NUM_CAPTIONS = 64
 
@@ -126,5 +126,7 @@ def test_epoch_length_counts_only_the_named_shards(shard_dir: Path) -> None:
     half = module(str(shard_dir / "shard-{000000..000003}.tar"), num_workers=0)  # 4 of 8 shards
     every = module(str(shard_dir / "shard-{000000..000007}.tar"), num_workers=0)
     half.setup(), every.setup()
-    assert half.resolve_epoch_captions() == NUM_CAPTIONS // 2 and every.resolve_epoch_captions() == NUM_CAPTIONS
+    assert (
+        half.resolve_epoch_captions() == NUM_CAPTIONS // 2 and every.resolve_epoch_captions() == NUM_CAPTIONS
+    )
     assert len(half.train_dataloader()) == NUM_CAPTIONS // 2 // 4

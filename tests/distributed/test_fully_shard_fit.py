@@ -18,14 +18,14 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key
+from stablerep_pl.captions.sources import Caption
 from stablerep_pl.cli import StableRepCLI
-from stablerep_pl.data.caption_sources import Caption
-from stablerep_pl.data.captions import procedural_captions
-from stablerep_pl.data.generators import caption_key
-from stablerep_pl.data.generators.procedural import ProceduralGenerator
-from stablerep_pl.data.render import render_shards
 from stablerep_pl.data.shards import caption_id
-from stablerep_pl.parallel.consolidate import consolidate
+from stablerep_pl.distributed.consolidate import consolidate
+from stablerep_pl.generation.procedural import ProceduralGenerator
+from stablerep_pl.generation.render import render_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")

@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from stablerep_pl.data.eval_sets import FashionMNIST
+from stablerep_pl.evaluation.eval_sets import FashionMNIST
 from stablerep_pl.evaluation.offline import ProbeProtocol, run_protocol
 
 needs_fmnist = pytest.mark.skipif(not FashionMNIST.available(), reason="dataset-fashion-mnist not installed")

@@ -18,6 +18,7 @@ import torch
 import torch.distributed.nn.functional as dist_fn
 
 import stablerep_pl.losses as losses
+from stablerep_pl.distributed.gather import all_gather_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gloo_workers import gloo_worker_main
@@ -48,7 +49,7 @@ def gather_check(rank: int, world: int, sizes: list[int]) -> dict:
     torch.manual_seed(100 + rank)
     x = torch.randn(sizes[rank], 3, dtype=torch.float64, requires_grad=True)
     weights = torch.arange(sum(sizes) * 3, dtype=torch.float64).reshape(-1, 3)  # same on all ranks
-    gathered = losses.all_gather_rows(x)
+    gathered = all_gather_rows(x)
     (gathered * weights).sum().backward()
     out = {"ours": gathered.detach(), "ours_grad": x.grad.clone()}
     if len(set(sizes)) == 1:

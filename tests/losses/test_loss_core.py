@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stablerep_pl.losses import gather_batch, masked_row_reduce, positive_stats, world_info
-from stablerep_pl.losses.gather import all_gather_rows
+from stablerep_pl.distributed.gather import all_gather_rows, gather_batch, world_info
+from stablerep_pl.losses import masked_row_reduce, positive_stats
 
 
 @pytest.mark.parametrize("kind", ["logsumexp", "softplus"])

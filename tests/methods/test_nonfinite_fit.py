@@ -18,8 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, default_collate
 
+from stablerep_pl.methods.optim import OptimConfig
 from stablerep_pl.methods.step_stats import NonFiniteLossError
-from stablerep_pl.optim import OptimConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))

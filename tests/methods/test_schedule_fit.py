@@ -3,7 +3,7 @@
 Warmup in epochs is counted in the run's optimizer steps per epoch (after `limit_train_batches` and
 `accumulate_grad_batches`); the total is the smaller of `max_steps` and `max_epochs` × that. When
 either cannot be known (a loader without length), the run fails before its first step, saying what
-to set. The reference below is written out here, independently of `stablerep_pl.optim`.
+to set. The reference below is written out here, independently of `stablerep_pl.methods.optim`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from stablerep_pl.methods import StableRep
-from stablerep_pl.optim import OptimConfig
+from stablerep_pl.methods.optim import OptimConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_fit import Items, Recorder, Stream, TinyBackbone, tiny_model, trainer

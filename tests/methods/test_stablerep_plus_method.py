@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+from stablerep_pl.captions.tokenize import CaptionTokenizer
 from stablerep_pl.losses import MultiPosConLoss, MultiPosImageTextLoss
 from stablerep_pl.methods import StableRepPlus
-from stablerep_pl.models import CaptionTokenizer, TextTransformer, TimmBackbone
+from stablerep_pl.models import TextTransformer, TimmBackbone
 
 
 def tiny() -> StableRepPlus:

@@ -20,7 +20,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE, Features, weights_version
-from stablerep_pl.data.eval_sets import EvalSet
+from stablerep_pl.distributed.gather import world_info
+from stablerep_pl.evaluation.eval_sets import EvalSet
 from stablerep_pl.evaluation.features import broadcast_from_rank_zero, extract_features_distributed
 from stablerep_pl.evaluation.knn import knn_accuracy
 from stablerep_pl.evaluation.linear import (
@@ -29,7 +30,6 @@ from stablerep_pl.evaluation.linear import (
     ProbeResult,
     fit_linear_probe,
 )
-from stablerep_pl.losses.gather import world_info
 
 
 class FrozenFeatureCallback(L.Callback, abc.ABC):

@@ -23,8 +23,8 @@ import torch.distributed as dist
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from stablerep_pl.checkpoint_io import AtomicCheckpointIO
-from stablerep_pl.output_dirs import check_output_dirs
+from stablerep_pl.callbacks.checkpoint_io import AtomicCheckpointIO
+from stablerep_pl.callbacks.output_dirs import check_output_dirs
 
 
 def plain_rng_states() -> dict[str, Any]:

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from stablerep_pl.data.batch_augment import BatchAugmentation
+from stablerep_pl.augment.batch_augment import BatchAugmentation
+from stablerep_pl.captions.tokenize import CaptionTokenizer
 from stablerep_pl.data.item_seeds import derive_seed, seeded_draws
-from stablerep_pl.models.text import CaptionTokenizer
 
 
 class CaptionBatchCollate:

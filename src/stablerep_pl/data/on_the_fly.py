@@ -17,16 +17,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stablerep_pl.data.augmentation_modes import AugmentationMode, AugmentationModeMixin
-from stablerep_pl.data.captions import procedural_captions
+from stablerep_pl.augment.modes import AugmentationMode, AugmentationModeMixin
+from stablerep_pl.augment.transforms import AugmentationConfig
+from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.captions.keys import caption_key, normalize_caption
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.generators.base import ImageGenerator, ImageRequest, caption_key, normalize_caption
 from stablerep_pl.data.item_seeds import default_data_seed, derive_seed, seeded_draws
 from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
 from stablerep_pl.data.samplers import EpochSampler
 from stablerep_pl.data.sampling import check_views, choose_views
-from stablerep_pl.data.transforms import AugmentationConfig
+from stablerep_pl.generation.base import ImageGenerator, ImageRequest
 
 
 def unique_captions(captions: Sequence[str]) -> list[str]:

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from stablerep_pl.data.generators.base import ImageGenerator, caption_key
+from stablerep_pl.captions.keys import caption_key
 from stablerep_pl.data.item_seeds import derive_seed, seeded_draws
 from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.generation.base import ImageGenerator
 
 
 class ReuseBufferDataset(IterableDataset):

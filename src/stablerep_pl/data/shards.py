@@ -27,13 +27,13 @@ import lightning as L
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-from stablerep_pl.data.augmentation_modes import AugmentationMode, AugmentationModeMixin
+from stablerep_pl.augment.modes import AugmentationMode, AugmentationModeMixin
+from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.item_seeds import default_data_seed, seeded_draws
 from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.sampling import check_views, choose_views
 from stablerep_pl.data.shard_stream import ShardStream, SkipSample
-from stablerep_pl.data.transforms import AugmentationConfig
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
 REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # pipe:, http://, s3://, gs:// …

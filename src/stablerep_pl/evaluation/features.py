@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from stablerep_pl.losses.gather import all_gather_rows, world_info
+from stablerep_pl.distributed.gather import all_gather_rows, world_info
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stablerep_pl.data.eval_sets import EvalSet
-from stablerep_pl.data.transforms import probe_train_transform
+from stablerep_pl.augment.transforms import probe_train_transform
+from stablerep_pl.evaluation.eval_sets import EvalSet
 from stablerep_pl.evaluation.features import extract_features
 from stablerep_pl.evaluation.few_shot import few_shot_accuracy
 from stablerep_pl.evaluation.knn import knn_accuracy

@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from tqdm.auto import tqdm
 
 from stablerep_pl.evaluation.linear import ProbeResult
-from stablerep_pl.optim import warmup_cosine_factor
+from stablerep_pl.methods.optim import warmup_cosine_factor
 
 FeatureBatches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 

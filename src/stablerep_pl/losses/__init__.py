@@ -11,7 +11,6 @@ from stablerep_pl.losses.core import (
     multipos_sigmoid,
     positive_stats,
 )
-from stablerep_pl.losses.gather import all_gather_rows, gather_batch, world_info
 from stablerep_pl.losses.image_text import (
     SIGLIP_INIT_LOGIT_BIAS,
     SIGLIP_INIT_LOGIT_SCALE,
@@ -39,9 +38,7 @@ __all__ = [
     "NTXentLoss",
     "SigLipLoss",
     "SupConLoss",
-    "all_gather_rows",
     "clip_loss",
-    "gather_batch",
     "masked_row_reduce",
     "multipos_contrastive_loss",
     "multipos_cross_entropy",
@@ -50,5 +47,4 @@ __all__ = [
     "ntxent_loss",
     "positive_stats",
     "siglip_loss",
-    "world_info",
 ]

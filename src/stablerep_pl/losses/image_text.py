@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from stablerep_pl.distributed.gather import gather_batch, world_info
 from stablerep_pl.losses.core import (
     as_scalar,
     mean_over_anchors,
@@ -22,7 +23,6 @@ from stablerep_pl.losses.core import (
     no_autocast,
     normalize,
 )
-from stablerep_pl.losses.gather import gather_batch, world_info
 from stablerep_pl.losses.validation import (
     check_chunk_size,
     check_features,

@@ -11,21 +11,21 @@ import torch
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
-from stablerep_pl.methods.step_stats import (
-    NonFiniteLossError,
-    StepStats,
-    nonfinite_message,
-    reduce_step_stats,
-)
-from stablerep_pl.optim import (
+from stablerep_pl.distributed.fully_shard import shard_method
+from stablerep_pl.distributed.seeding import decorrelate_ranks
+from stablerep_pl.methods.optim import (
     OptimConfig,
     WarmupCosine,
     build_adamw,
     optimizer_steps_per_epoch,
     resolve_schedule_length,
 )
-from stablerep_pl.parallel.fully_shard import shard_method
-from stablerep_pl.parallel.seeding import decorrelate_ranks
+from stablerep_pl.methods.step_stats import (
+    NonFiniteLossError,
+    StepStats,
+    nonfinite_message,
+    reduce_step_stats,
+)
 
 # The training metrics are logged already reduced over ranks (one all-reduce a step, see
 # `step_stats.py`), so Lightning's advice to add sync_dist=True to them does not apply.

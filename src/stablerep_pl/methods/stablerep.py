@@ -9,8 +9,8 @@ from torch import nn
 
 from stablerep_pl.losses import MultiPosConLoss
 from stablerep_pl.methods.base import BaseMethod, views_first
+from stablerep_pl.methods.optim import OptimConfig
 from stablerep_pl.models.heads import ProjectionHead
-from stablerep_pl.optim import OptimConfig
 
 
 class StableRep(BaseMethod):

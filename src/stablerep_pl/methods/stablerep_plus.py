@@ -10,8 +10,8 @@ from torch import nn
 
 from stablerep_pl.losses import MultiPosImageTextLoss
 from stablerep_pl.methods.base import infer_feature_dim, views_first
+from stablerep_pl.methods.optim import OptimConfig
 from stablerep_pl.methods.stablerep import StableRep
-from stablerep_pl.optim import OptimConfig
 
 MAX_LOGIT_SCALE = math.log(100.0)
 

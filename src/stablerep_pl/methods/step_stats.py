@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from stablerep_pl.losses.gather import world_info
+from stablerep_pl.distributed.gather import world_info
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,0 +1,43 @@
+"""`stablerep fit|validate|test`: LightningCLI with any method as model and any data module as data (class_path)."""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from stablerep_pl.callbacks.resume import ExactResume
+from stablerep_pl.cli.errors import ConciseArgumentParser
+from stablerep_pl.methods.base import BaseMethod
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the resolved config beside the logs, and nowhere when the run has no logger (Lightning's
+    callback would write `config.yaml` into the current directory, which nobody asked for)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # type: ignore[no-untyped-def]
+        if trainer.logger is None:
+            return
+        super().setup(trainer, pl_module, stage)
+
+
+class StableRepCLI(LightningCLI):
+    """LightningCLI with any `BaseMethod` subclass as model and any LightningDataModule as data."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=BaseMethod,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"env_prefix": "STABLEREP", "default_env": False},
+            args=args,
+            run=run,
+            parser_class=ConciseArgumentParser,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Every run gets `ExactResume` (per-rank RNG states, atomic checkpoints, output checks);
+        its options are `--exact_resume.*`."""
+        parser.add_lightning_class_args(ExactResume, "exact_resume")

@@ -1,0 +1,1 @@
+"""Checkpoints in and out: backbones of our runs, timm/safetensors export."""
