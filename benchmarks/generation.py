@@ -10,13 +10,19 @@ Both runs render the same images (per-image seeds), so only the batching differs
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from fixtures.tiny_sd import build_tiny_sd_pipeline
 from stablerep_pl.captions.grammar import procedural_captions
 from stablerep_pl.generation.diffusion import DiffusionGenerator
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "tests")
+)  # the tiny SD pipeline is a test fixture
+from fixtures.tiny_sd import build_tiny_sd_pipeline
 
 
 def make(args: argparse.Namespace, batch_size: int) -> DiffusionGenerator:

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from stablerep_pl.augment.batch_augment import BatchAugmentation
 from stablerep_pl.augment.transforms import AugmentationConfig, crop_transform, train_transform
-from stablerep_pl.data.item_seeds import seeded_draws
+from stablerep_pl.distributed.item_seeds import seeded_draws
 
 AugmentationMode = Literal["batched", "on_device", "per_image"]
 

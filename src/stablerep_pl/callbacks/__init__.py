@@ -1,4 +1,4 @@
-"""Training callbacks: probes on labelled data, throughput, the end-of-run summary."""
+"""Callbacks: online probes, throughput, the end-of-run summary, and what a requeued run needs (RNG states, atomic checkpoints)."""
 
 from stablerep_pl.callbacks.linear_probe import FrozenFeatureCallback, KNNCallback, LinearProbeCallback
 from stablerep_pl.callbacks.monitoring import ImageThroughputMonitor, RunSummary, TorchThreads

@@ -12,10 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import ActionConfigFile
 
 from stablerep_pl.cli.errors import SubcommandParser
+from stablerep_pl.distributed.devices import resolve_device
 from stablerep_pl.evaluation.eval_sets import EvalSet
 from stablerep_pl.evaluation.offline import ProbeProtocol, run_protocol
 from stablerep_pl.interop.checkpoints import load_backbone
@@ -37,12 +37,6 @@ def build_parser() -> SubcommandParser:
     )
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 …")
     return parser
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def probe_checkpoint(

@@ -1,1 +1,1 @@
-"""Training data: the on-the-fly and shard data modules, resumable loaders, seeded per-item draws and collation."""
+"""Data: the on-the-fly and shard data modules, resumable loaders and collation (seeded per-item draws)."""

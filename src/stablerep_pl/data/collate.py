@@ -9,7 +9,7 @@ from torch.utils.data import default_collate
 
 from stablerep_pl.augment.batch_augment import BatchAugmentation
 from stablerep_pl.captions.tokenize import CaptionTokenizer
-from stablerep_pl.data.item_seeds import derive_seed, seeded_draws
+from stablerep_pl.distributed.item_seeds import derive_seed, seeded_draws
 
 
 class CaptionBatchCollate:

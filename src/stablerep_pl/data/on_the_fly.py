@@ -22,11 +22,11 @@ from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.captions.grammar import procedural_captions
 from stablerep_pl.captions.keys import caption_key, normalize_caption
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.item_seeds import default_data_seed, derive_seed, seeded_draws
 from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.reuse_buffer import ReuseBufferDataset
 from stablerep_pl.data.samplers import EpochSampler
 from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.distributed.item_seeds import default_data_seed, derive_seed, seeded_draws
 from stablerep_pl.generation.base import ImageGenerator, ImageRequest
 
 

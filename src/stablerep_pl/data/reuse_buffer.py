@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from stablerep_pl.captions.keys import caption_key
-from stablerep_pl.data.item_seeds import derive_seed, seeded_draws
 from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.distributed.item_seeds import derive_seed, seeded_draws
 from stablerep_pl.generation.base import ImageGenerator
 
 

@@ -30,7 +30,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.filters import _shuffle
 
-from stablerep_pl.data.item_seeds import derive_seed
+from stablerep_pl.distributed.item_seeds import derive_seed
 
 Identity = tuple[int, int]  # (position of the shard in this epoch's sequence, sample index in it)
 

@@ -15,14 +15,10 @@ hash of the sample key: the same caption has the same id on every rank.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import tarfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import braceexpand
 import lightning as L
 import torch
 from torchvision.io import ImageReadMode, decode_image
@@ -30,10 +26,11 @@ from torchvision.io import ImageReadMode, decode_image
 from stablerep_pl.augment.modes import AugmentationMode, AugmentationModeMixin
 from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.data.collate import CaptionBatchCollate
-from stablerep_pl.data.item_seeds import default_data_seed, seeded_draws
 from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.sampling import check_views, choose_views
+from stablerep_pl.data.shard_info import check_local_urls, expand_urls, read_shard_infos
 from stablerep_pl.data.shard_stream import ShardStream, SkipSample
+from stablerep_pl.distributed.item_seeds import default_data_seed, seeded_draws
 
 IMAGE_KEY = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
 REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # pipe:, http://, s3://, gs:// …
@@ -42,74 +39,6 @@ REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # pipe:, http://, s3
 def caption_id(key: str) -> int:
     """Stable 62-bit integer id of a sample key."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 2
-
-
-def expand_urls(urls: str | list[str]) -> list[str]:
-    """Brace patterns (`shard-{000000..000099}.tar`) and lists; any URL webdataset opens (`pipe:` …)."""
-    items = [urls] if isinstance(urls, str) else list(urls)
-    expanded = [u for item in items for u in braceexpand.braceexpand(item)]
-    if not expanded:
-        raise ValueError("no shard URLs given")
-    return expanded
-
-
-def is_local(url: str) -> bool:
-    return not REMOTE.match(url) or url.startswith("file:")
-
-
-def local_path(url: str) -> Path:
-    return Path(url.removeprefix("file:"))
-
-
-def check_local_urls(urls: list[str]) -> None:
-    """Fail before training when local shard paths do not exist (a typo would otherwise spin forever)."""
-    missing = [u for u in urls if is_local(u) and not local_path(u).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
-        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard URLs match no file: {shown}")
-
-
-def count_samples(path: Path) -> int:
-    """Samples in a local tar from its headers alone (tarfile seeks over the data); a corrupt or
-    truncated tail ends the count."""
-    keys, previous = 0, None
-    try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key = member.name.split(".", 1)[0] if member.isreg() else None
-                if key is not None and key != previous:
-                    keys, previous = keys + 1, key
-    except (tarfile.TarError, OSError, EOFError):
-        pass
-    return keys
-
-
-def read_shard_infos(urls: list[str]) -> dict[str, Any] | None:
-    """Per-shard caption counts (and images per caption, when known) of local shards.
-
-    From `_info.json` beside the shards (`shard_captions`, or for shards rendered before that
-    existed, `_render.json`'s shard size); shards without one are counted from their tar headers.
-    None when any shard is remote (nothing can be read before training).
-    """
-    if not all(is_local(u) for u in urls):
-        return None
-    counts: dict[str, int] = {}
-    images: set[int] = set()
-    for folder in sorted({local_path(u).parent for u in urls}):
-        info_path = folder / "_info.json"
-        if not info_path.is_file():
-            continue
-        info = json.loads(info_path.read_text())
-        images.add(int(info["images_per_caption"]))
-        per_shard = info.get("shard_captions")
-        if per_shard is None:
-            settings = json.loads((folder / "_render.json").read_text())
-            size, total = int(settings["shard_size"]), int(info["num_captions"])
-            per_shard = {name: min(size, total - i * size) for i, name in enumerate(sorted(info["shards"]))}
-        counts.update({str(folder / name): int(n) for name, n in per_shard.items()})
-    known = [counts.get(str(local_path(u))) for u in urls]
-    per_url = [count_samples(local_path(u)) if c is None else c for u, c in zip(urls, known)]
-    return {"counts": per_url, "images_per_caption": min(images) if images else None}
 
 
 class SampleDecoder:

@@ -1,4 +1,4 @@
-"""Across ranks: gather with gradients, per-rank seeding, BatchNorm synchronised on any device, FSDP2 and checkpoint consolidation."""
+"""Across ranks and processes: gather with gradients, seeding (per rank, per data item), BatchNorm synchronised on any device, FSDP2 and checkpoint consolidation."""
 
 _EXPORTS = {
     "CPUSyncBatchNorm": "stablerep_pl.distributed.sync_batchnorm",

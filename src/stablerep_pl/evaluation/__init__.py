@@ -1,4 +1,4 @@
-"""Feature extraction and probes on frozen features (used by callbacks and `stablerep probe`)."""
+"""Evaluation: labelled evaluation sets, frozen-feature extraction, linear and SGD probes, kNN, few-shot and the offline protocol."""
 
 from stablerep_pl.evaluation.features import extract_features, extract_features_distributed
 from stablerep_pl.evaluation.knn import knn_accuracy, knn_predict

@@ -14,15 +14,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from stablerep_pl.distributed.devices import resolve_device
 from stablerep_pl.generation.base import ImageGenerator, ImageRequest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -196,14 +196,19 @@ class BaseMethod(L.LightningModule, abc.ABC):
         kwargs = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
         return int(kwargs.get("num_replicas", self.trainer.world_size))
 
+    def _images_per_rank(self) -> tuple[Any, int | None]:
+        """The data module and its `images_per_batch` (images per rank per step), None if it has none."""
+        dm = getattr(self.trainer, "datamodule", None)
+        per_rank = getattr(dm, "images_per_batch", None)
+        return dm, None if per_rank is None else int(per_rank)
+
     def global_batch_images(self) -> int | None:
         """Images per optimiser step across all ranks, from the data module's `images_per_batch`.
 
         None when the data module does not say: fine for an absolute `optim.lr`, an error for
         `optim.base_lr`, which would otherwise be scaled by a made-up batch.
         """
-        dm = getattr(self.trainer, "datamodule", None)
-        per_rank = getattr(dm, "images_per_batch", None)
+        dm, per_rank = self._images_per_rank()
         if per_rank is None:
             if self.optim.base_lr is not None:
                 raise ValueError(
@@ -218,8 +223,7 @@ class BaseMethod(L.LightningModule, abc.ABC):
 
     def describe_batch_and_lr(self, global_images: int | None, peak_lr: float) -> str:
         """One line for the start of a run: where the global batch and the peak lr come from."""
-        dm = getattr(self.trainer, "datamodule", None)
-        per_rank = getattr(dm, "images_per_batch", None)
+        _, per_rank = self._images_per_rank()
         ranks, accumulate = self.data_parallel_size(), self.trainer.accumulate_grad_batches
         if global_images is None:
             batch = "global batch unknown (the data module has no `images_per_batch`)"
