@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from stablerep_pl.cli.errors import report_input_error
 
@@ -14,6 +15,7 @@ SUBCOMMANDS = {
     "render": "captions → generator → resumable webdataset shards",
     "probe": "the paper's offline evaluation protocol on a checkpoint",
     "export": "a checkpoint's backbone as timm-loadable safetensors",
+    "benchmark": "input pipeline vs model step vs full step of a fit config: what bounds it",
 }
 OVERVIEW = (
     "usage: stablerep SUBCOMMAND [--help] [options]\n\n"
@@ -22,7 +24,7 @@ OVERVIEW = (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Any:
     """Console entry point: `stablerep SUBCOMMAND ...`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = list(sys.argv[1:] if argv is None else argv)
@@ -30,10 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         print(OVERVIEW, end="")
         return
     with report_input_error(f"stablerep {command[0]}"):
-        _dispatch(command, from_sys_argv=argv is None)
+        return _dispatch(command, from_sys_argv=argv is None)
 
 
-def _dispatch(argv: list[str], from_sys_argv: bool) -> None:
+def _dispatch(argv: list[str], from_sys_argv: bool) -> Any:
     name, rest = argv[0], argv[1:]
     if name == "render":
         from stablerep_pl.cli.render import main as subcommand
@@ -41,12 +43,14 @@ def _dispatch(argv: list[str], from_sys_argv: bool) -> None:
         from stablerep_pl.cli.probe import main as subcommand
     elif name == "export":
         from stablerep_pl.cli.export import main as subcommand
+    elif name == "benchmark":
+        from stablerep_pl.cli.benchmark import main as subcommand
     else:
         from stablerep_pl.cli.fit import StableRepCLI
 
         StableRepCLI(args=None if from_sys_argv else argv)  # None: LightningCLI reads sys.argv itself
         return
-    subcommand(rest)
+    return subcommand(rest)
 
 
 def __getattr__(name: str):  # `from stablerep_pl.cli import StableRepCLI` without importing Lightning eagerly

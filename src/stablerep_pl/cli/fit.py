@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -24,6 +26,13 @@ class StableRepCLI(LightningCLI):
     """LightningCLI with any `BaseMethod` subclass as model and any LightningDataModule as data."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        with warnings.catch_warnings():  # subcommands pass their own args while sys.argv holds theirs
+            warnings.filterwarnings(
+                "ignore", message=".*args parameter is intended to run from within Python.*"
+            )
+            self._init(args, run)
+
+    def _init(self, args: list[str] | None, run: bool) -> None:
         super().__init__(
             model_class=BaseMethod,
             datamodule_class=LightningDataModule,
