@@ -89,6 +89,7 @@ PLUS = """model:
         layers: 12
         heads: 8
         context_length: 77
+        activation: quick_gelu
     embed_dim: 512
     image_text_weight: {it_weight}
     image_loss_weight: {img_weight}
@@ -104,7 +105,7 @@ def write(path: str, title: str, model: str, epochs: int, dataset: str, *, views
           distinct: bool = True, tokens: str = "null", warmup: float = 0.5) -> None:  # fmt: skip
     name = Path(path).stem
     text = TRAINER.format(title=title, path=f"configs/{path}", warmup=warmup, epochs=epochs, name=name)
-    text += model.format(backbone=BACKBONE, optim=OPTIM.format(warmup=warmup), it_weight=0.5, img_weight=1.0)
+    text += model.format(backbone=BACKBONE, optim=OPTIM.format(warmup=warmup), it_weight=1.0, img_weight=1.0)
     text += DATA.format(dataset=dataset, last=SHARDS[dataset], views=views, distinct=str(distinct).lower(),
                         tokens=tokens)  # fmt: skip
     (ROOT / path).write_text(text)

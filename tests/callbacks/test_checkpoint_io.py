@@ -132,12 +132,22 @@ def test_a_save_keeps_lightnings_file_mode_and_content(tmp_path: Path) -> None:
     assert sorted(p.name for p in ours.parent.iterdir()) == ["a.ckpt"]
 
 
-def test_file_urls_are_local_and_remote_paths_use_lightnings_save() -> None:
+def test_file_urls_are_local_and_remote_paths_use_lightnings_save(tmp_path: Path) -> None:
     io = AtomicCheckpointIO()
     io.save_checkpoint({"x": torch.ones(2)}, "memory://stablerep-test/last.ckpt")  # fsspec's in-memory fs
     assert torch.equal(io.load_checkpoint("memory://stablerep-test/last.ckpt")["x"], torch.ones(2))
-    with pytest.raises(TypeError, match="storage_options"):
-        io.save_checkpoint({}, "memory://stablerep-test/x.ckpt", storage_options={"a": 1})
+    # storage_options, remote or local: whatever Lightning's own save does (it refuses them), ours does,
+    # and a local target is not written by the atomic path behind Lightning's back.
+    for path in ("memory://stablerep-test/x.ckpt", str(tmp_path / "x.ckpt")):
+        outcomes = []
+        for plugin in (io, TorchCheckpointIO()):
+            try:
+                plugin.save_checkpoint({"x": torch.ones(2)}, path, storage_options={"a": 1})
+                outcomes.append(None)
+            except Exception as error:  # the class name aside, the same error as Lightning's
+                outcomes.append((type(error), str(error).replace(type(plugin).__name__, "CheckpointIO")))
+        assert outcomes[0] == outcomes[1] and outcomes[0] is not None, path
+    assert not list(tmp_path.iterdir())
 
 
 def test_file_url_is_saved_atomically(tmp_path: Path) -> None:

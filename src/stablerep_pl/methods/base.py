@@ -13,6 +13,7 @@ from torch import nn
 
 from stablerep_pl.distributed.fully_shard import shard_method
 from stablerep_pl.distributed.seeding import decorrelate_ranks
+from stablerep_pl.methods.init_weights import load_init_weights
 from stablerep_pl.methods.optim import (
     OptimConfig,
     WarmupCosine,
@@ -20,6 +21,7 @@ from stablerep_pl.methods.optim import (
     optimizer_steps_per_epoch,
     resolve_schedule_length,
 )
+from stablerep_pl.methods.shapes import infer_feature_dim, views_first  # noqa: F401 (views_first re-exported)
 from stablerep_pl.methods.step_stats import (
     NonFiniteLossError,
     StepStats,
@@ -34,14 +36,6 @@ warnings.filterwarnings(
 )
 
 
-def views_first(images: torch.Tensor) -> torch.Tensor:
-    """`[n, m, C, H, W]` → view-major `[m * n, C, H, W]` (rows k·n … k·n+n−1 are view k)."""
-    if images.ndim != 5:
-        raise ValueError(f"expected images [n, m, C, H, W], got shape {tuple(images.shape)}")
-    n, m = images.shape[:2]
-    return images.transpose(0, 1).reshape(m * n, *images.shape[2:])
-
-
 class BaseMethod(L.LightningModule, abc.ABC):
     """A backbone trained by a method-specific loss; subclasses implement `compute_losses`.
 
@@ -50,7 +44,11 @@ class BaseMethod(L.LightningModule, abc.ABC):
     optimizer step (with gradient accumulation: the whole accumulated step), so that it changes no
     parameter or optimizer state, restores the BatchNorm statistics the bad batch changed, and counts
     it; the lr schedule still advances. All ranks decide alike. Subclasses overriding
-    `on_train_start`, `on_after_backward` or `on_before_optimizer_step` must call super.
+    `on_train_start`, `on_after_backward`, `on_before_optimizer_step` or `configure_model` call super.
+
+    `init_weights`: a file to start from (not a resume: fresh optimiser and schedule), ours (.ckpt),
+    the authors' (.pth) or an export (.safetensors); a partial match is an error listing the missing
+    and unexpected weights unless `init_weights_strict` is false (see `init_weights.py`).
     """
 
     # Read by Lightning's ThroughputMonitor; set it to report MFU on accelerators.
@@ -61,6 +59,8 @@ class BaseMethod(L.LightningModule, abc.ABC):
         backbone: nn.Module,
         optim: OptimConfig | None = None,
         nonfinite_loss: Literal["stop", "skip"] = "stop",
+        init_weights: str | None = None,
+        init_weights_strict: bool = True,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in ("stop", "skip"):
@@ -68,6 +68,8 @@ class BaseMethod(L.LightningModule, abc.ABC):
         self.backbone = backbone
         self.optim = optim or OptimConfig()
         self.nonfinite_loss = nonfinite_loss
+        self.init_weights, self.init_weights_strict = init_weights, init_weights_strict
+        self.init_weights_report: Any = None  # what `configure_model` loaded (once per process)
         self.feature_dim = infer_feature_dim(backbone)
         # Run totals (identical on every rank, kept in checkpoints) for logs and the end-of-run summary.
         self.skipped_nonfinite_steps = 0
@@ -167,11 +169,12 @@ class BaseMethod(L.LightningModule, abc.ABC):
         return self._evaluate(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record how to rebuild a timm backbone, so `stablerep export` needs only the checkpoint;
-        and the run totals of skips, so they stay totals across a resume."""
+        """Record how to rebuild a timm backbone, so `stablerep export` needs only the checkpoint; the
+        global batch and peak lr (for model cards); the run totals of skips, to stay totals on resume."""
         name, kwargs = getattr(self.backbone, "name", None), getattr(self.backbone, "timm_kwargs", None)
         if name is not None and kwargs is not None:
             checkpoint["timm_backbone"] = {"name": name, "kwargs": dict(kwargs)}
+        checkpoint["batch_and_lr"] = dict(self._hparams_to_log)
         checkpoint["skip_counts"] = {
             "skipped_nonfinite_steps": self.skipped_nonfinite_steps,
             "skipped_samples": self.skipped_samples,
@@ -187,7 +190,10 @@ class BaseMethod(L.LightningModule, abc.ABC):
         decorrelate_ranks(self.trainer.global_rank, self.trainer.world_size)
 
     def configure_model(self) -> None:
-        """Under ModelParallelStrategy (`configs/trainer/fully_shard.yaml`) shard with FSDP2; else nothing."""
+        """Load `init_weights` once per process, before DDP/FSDP wrap the model (a `--ckpt_path` resume
+        restores its own weights after this); under ModelParallelStrategy then shard with FSDP2."""
+        if self.init_weights and self.init_weights_report is None:
+            self.init_weights_report = load_init_weights(self, self.init_weights, self.init_weights_strict)
         if self.device_mesh is not None:
             shard_method(self, self.device_mesh["data_parallel"])
 
@@ -282,15 +288,3 @@ class BaseMethod(L.LightningModule, abc.ABC):
         self.print(f"{self._batch_and_lr} · {total} steps ({warmup} warmup{per_epoch})")
         if self.logger is not None:  # in the logger's hparams (TensorBoard), too late for hparams.yaml
             self.logger.log_hyperparams(self._hparams_to_log | {"total_steps": total, "warmup_steps": warmup})
-
-
-def infer_feature_dim(backbone: nn.Module) -> int:
-    """Feature width from `num_features` (timm) or `feature_dim`; fails clearly otherwise."""
-    for attr in ("num_features", "feature_dim"):
-        value = getattr(backbone, attr, None)
-        if isinstance(value, int):
-            return value
-    raise ValueError(
-        f"{type(backbone).__name__} has no integer `num_features`/`feature_dim`; "
-        "wrap it in stablerep_pl.models.TimmBackbone or set the attribute"
-    )

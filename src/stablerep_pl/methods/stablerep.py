@@ -18,6 +18,7 @@ class StableRep(BaseMethod):
 
     With one caption per image and m = 2 augmented views the same module is SimCLR; with class
     labels as `caption_ids` it is SupCon. `loss` may be any module called as `loss(features, labels)`.
+    `init_weights` starts a run from the weights of another file (see `BaseMethod`).
     """
 
     def __init__(
@@ -30,8 +31,10 @@ class StableRep(BaseMethod):
         loss: nn.Module | None = None,
         optim: OptimConfig | None = None,
         nonfinite_loss: Literal["stop", "skip"] = "stop",
+        init_weights: str | None = None,
+        init_weights_strict: bool = True,
     ) -> None:
-        super().__init__(backbone, optim, nonfinite_loss)
+        super().__init__(backbone, optim, nonfinite_loss, init_weights, init_weights_strict)
         self.head = ProjectionHead(self.feature_dim, head_hidden_dim, head_out_dim, head_layers)
         self.loss = loss if loss is not None else MultiPosConLoss(temperature=temperature)
 
@@ -46,3 +49,13 @@ class StableRep(BaseMethod):
         out = self.embed(images)
         labels = caption_ids.repeat(images.shape[1])  # view-major, matches `views_first`
         return {"loss": self.loss(out["projections"], labels)}
+
+    def loss_settings(self) -> dict[str, float | None]:
+        """The loss settings a checkpoint records (what `stablerep export --format authors` writes as
+        their `ssl_temp`, `ssl_w1`, `ssl_w2`)."""
+        temperature = getattr(self.loss, "temperature", None)
+        return {"temperature": None if temperature is None else float(temperature)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["loss_settings"] = self.loss_settings()

@@ -3,6 +3,10 @@
 The paper passes each of the m images of a caption through the head separately, so BatchNorm never
 mixes statistics of different views (mixing lets the network find positives through batch statistics).
 Under DDP, `Trainer(sync_batchnorm=True)` turns these BatchNorms into SyncBatchNorm.
+
+With 3 layers this is exactly the authors' `image_mlp` (and their `vl_projection: mlp`): Linear with
+bias, affine BatchNorm (default eps and momentum), ReLU, twice, then a Linear with bias; `mlp.{0,1,3,4,6}`
+are their `layer1, bn1, layer2, bn2, layer3` (`models/authors_format.py` maps the names).
 """
 
 from __future__ import annotations
