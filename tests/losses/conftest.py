@@ -43,6 +43,46 @@ def naive_multipos(features: Tensor, labels: Tensor, temperature: float) -> Tens
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
+def naive_multipos_queue(
+    features: Tensor, labels: Tensor, queue: Tensor, queue_labels: Tensor, temperature: float
+) -> Tensor:
+    """Per anchor: candidates = all other batch images and every queue entry (a constant: no gradient),
+    softmax over all of them, p uniform over same-label candidates in batch ∪ queue, 0 if none."""
+    z, q = _unit(features), _unit(queue.detach())
+    ids, queue_ids = labels.tolist(), queue_labels.tolist()
+    out = []
+    for a in range(len(ids)):
+        candidates = [(z[j], ids[j]) for j in range(len(ids)) if j != a]
+        candidates += [(q[k], queue_ids[k]) for k in range(len(queue_ids))]
+        positives = [c for c in candidates if c[1] == ids[a]]
+        if not positives:
+            out.append(z[a].sum() * 0)
+            continue
+        logits = [z[a] @ vector / temperature for vector, _ in candidates]
+        targets = [1.0 / len(positives) if label == ids[a] else 0.0 for _, label in candidates]
+        out.append(_cross_entropy(logits, targets))
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def naive_supcon(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Khosla et al. 2020, eq. 2 (L_out), per anchor i over class labels:
+    −1/|P(i)| Σ_{p∈P(i)} log( exp(z_i·z_p/τ) / Σ_{a≠i} exp(z_i·z_a/τ) ), P(i) = same class, a ≠ i.
+    Written as that sum of log-ratios (not a cross-entropy with a target distribution, as
+    `naive_multipos` is); an anchor alone in its class gives 0 (the original code gives NaN)."""
+    z, ids = _unit(features), labels.tolist()
+    out = []
+    for i in range(len(ids)):
+        others = [a for a in range(len(ids)) if a != i]
+        positives = [p for p in others if ids[p] == ids[i]]
+        if not positives:
+            out.append(z[i].sum() * 0)
+            continue
+        denominator = torch.stack([torch.exp(z[i] @ z[a] / temperature) for a in others]).sum()
+        terms = [torch.log(torch.exp(z[i] @ z[p] / temperature) / denominator) for p in positives]
+        out.append(-torch.stack(terms).sum() / len(positives))
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
 def _one_direction(anchors: Tensor, candidates: Tensor, a_ids: list, c_ids: list, scale: Tensor) -> Tensor:
     out = []
     for a in range(len(a_ids)):
@@ -124,6 +164,8 @@ def naive() -> SimpleNamespace:
     """The references, as one namespace (tests import nothing from this conftest)."""
     return SimpleNamespace(
         multipos=naive_multipos,
+        supcon=naive_supcon,
+        multipos_queue=naive_multipos_queue,
         image_text=naive_image_text,
         clip=naive_clip,
         siglip=naive_siglip,

@@ -99,14 +99,20 @@ def test_siglip_matches_naive(naive, labelled: bool, chunk_size: int | None) -> 
     assert all(torch.count_nonzero(g) > 0 for g in ours[1])  # scale and bias get gradients
 
 
-def test_siglip_paper_initialisation_values() -> None:
-    assert math.isclose(SIGLIP_INIT_LOGIT_SCALE, math.log(10.0))
-    assert SIGLIP_INIT_LOGIT_BIAS == -10.0
-    images, texts = torch.randn(4, 3), torch.randn(4, 3)
-    scale = torch.tensor(SIGLIP_INIT_LOGIT_SCALE, requires_grad=True)
-    bias = torch.tensor(SIGLIP_INIT_LOGIT_BIAS, requires_grad=True)
-    SigLipLoss()(images, texts, scale.exp(), bias).backward()
-    assert scale.grad is not None and bias.grad is not None
+def test_siglip_paper_initialisation_values(naive) -> None:
+    """At the exported initial values (t' = SIGLIP_INIT_LOGIT_SCALE passed as exp(t'), b) the loss and
+    its gradients are the SigLIP paper's t = 10, b = −10 ones, written here as numbers."""
+    images, texts = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+
+    def loss_at(log_scale: float, bias: float, fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        leaves = [images, texts, torch.tensor(log_scale, dtype=torch.float64, requires_grad=True),
+                  torch.tensor(bias, dtype=torch.float64, requires_grad=True)]  # fmt: skip
+        return _value_and_grads(lambda i, t, s, b: fn(i, t, s.exp(), b), leaves)
+
+    ours = loss_at(SIGLIP_INIT_LOGIT_SCALE, SIGLIP_INIT_LOGIT_BIAS, SigLipLoss())
+    paper = loss_at(math.log(10.0), -10.0, lambda i, t, s, b: naive.siglip(i, t, s, b).mean())
+    _assert_same(ours, paper)
+    assert all(torch.count_nonzero(g) > 0 for g in ours[1])  # both scalars get gradients
 
 
 def test_python_float_logit_scale(naive) -> None:

@@ -125,8 +125,10 @@ def rank_results(tmp_path_factory) -> list[dict]:
 def _directions(naive, s: dict, t: dict) -> list[torch.Tensor]:
     """Per-anchor naive losses of each averaged direction, in global row order."""
     init = s["init"]
-    if s["loss"] in ("MultiPosConLoss", "SupConLoss"):
+    if s["loss"] == "MultiPosConLoss":
         return [naive.multipos(t["features"], t["labels"], init.get("temperature", 0.1))]
+    if s["loss"] == "SupConLoss":
+        return [naive.supcon(t["features"], t["labels"], init.get("temperature", 0.1))]
     if s["loss"] == "NTXentLoss":
         per_anchor = naive.ntxent(t["z1"], t["z2"], init["temperature"])
         return [per_anchor[: t["z1"].shape[0]], per_anchor[t["z1"].shape[0] :]]

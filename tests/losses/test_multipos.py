@@ -59,11 +59,13 @@ def test_all_singletons_give_zero() -> None:
     assert torch.count_nonzero(features.grad) == 0
 
 
-def test_supcon_uses_the_same_core(naive) -> None:
-    labels = torch.tensor([0, 1, 0, 2, 1, 1, 0, 3])
-    features = torch.randn(8, 5, dtype=torch.float64)
-    value, grad = _grad(SupConLoss(0.07), features, labels)
-    ref_value, ref_grad = _grad(lambda x, y: naive.multipos(x, y, 0.07).mean(), features, labels)
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_supcon_matches_khosla_l_out(naive, temperature: float) -> None:
+    """Against Khosla et al.'s formula written out over class labels (not against our core's reference)."""
+    labels = torch.tensor([0, 1, 0, 2, 1, 1, 0, 3, 2, 2, 2])  # uneven classes and a singleton (3)
+    features = torch.randn(11, 5, dtype=torch.float64)
+    value, grad = _grad(SupConLoss(temperature), features, labels)
+    ref_value, ref_grad = _grad(lambda x, y: naive.supcon(x, y, temperature).mean(), features, labels)
     torch.testing.assert_close(value, ref_value, **TOL)
     torch.testing.assert_close(grad, ref_grad, **TOL)
 
@@ -203,7 +205,11 @@ def test_invalid_chunk_size_and_views_raise() -> None:
         NTXentLoss()(torch.randn(4, 3), torch.randn(4, 2))
 
 
-def test_modules_repr_and_defaults() -> None:
-    assert MultiPosConLoss().temperature == 0.1
+def test_modules_repr_and_defaults(naive) -> None:
     assert "chunk_size=128" in repr(MultiPosConLoss(chunk_size=128))
-    assert isinstance(SupConLoss(), MultiPosConLoss)
+    # The default temperature is the paper's 0.1, for both modules: checked by value.
+    features, labels = torch.randn(9, 4, dtype=torch.float64), torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 3])
+    torch.testing.assert_close(
+        MultiPosConLoss()(features, labels), naive.multipos(features, labels, 0.1).mean()
+    )
+    torch.testing.assert_close(SupConLoss()(features, labels), naive.supcon(features, labels, 0.1).mean())

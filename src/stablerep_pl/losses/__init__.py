@@ -3,6 +3,7 @@
 Every loss gathers across ranks by itself when a process group (world size > 1) is initialised
 (local anchors × global candidates, gradients back to the producing rank), never builds N×N masks,
 computes in fp32 under autocast, and offers a chunked mode whose memory grows with chunk × N.
+`MultiPosQueueLoss` adds a MoCo-style queue of past projections and caption ids for small batches.
 """
 
 from stablerep_pl.losses.core import (
@@ -28,6 +29,7 @@ from stablerep_pl.losses.multipos import (
     multipos_contrastive_loss,
     ntxent_loss,
 )
+from stablerep_pl.losses.queue import MultiPosQueueLoss, multipos_queue_loss
 
 __all__ = [
     "SIGLIP_INIT_LOGIT_BIAS",
@@ -35,6 +37,7 @@ __all__ = [
     "ClipLoss",
     "MultiPosConLoss",
     "MultiPosImageTextLoss",
+    "MultiPosQueueLoss",
     "NTXentLoss",
     "SigLipLoss",
     "SupConLoss",
@@ -43,6 +46,7 @@ __all__ = [
     "multipos_contrastive_loss",
     "multipos_cross_entropy",
     "multipos_image_text_loss",
+    "multipos_queue_loss",
     "multipos_sigmoid",
     "ntxent_loss",
     "positive_stats",
