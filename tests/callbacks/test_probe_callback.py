@@ -1,6 +1,7 @@
 """LinearProbeCallback + RunSummary inside a real (tiny) Lightning fit."""
 
 import csv
+import math
 from pathlib import Path
 
 import lightning as L
@@ -9,8 +10,10 @@ import torch
 
 from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.callbacks import LinearProbeCallback, RunSummary
+from stablerep_pl.callbacks.feature_cache import SHARED_FEATURE_CACHE
 from stablerep_pl.data.on_the_fly import GeneratorDataModule
 from stablerep_pl.evaluation.eval_sets import ProceduralEvalSet
+from stablerep_pl.evaluation.linear import fit_linear_probe
 from stablerep_pl.generation.procedural import ProceduralGenerator
 from stablerep_pl.methods import StableRep
 from stablerep_pl.methods.optim import OptimConfig
@@ -20,6 +23,35 @@ from stablerep_pl.models import TimmBackbone
 @pytest.fixture(scope="module")
 def eval_set() -> ProceduralEvalSet:
     return ProceduralEvalSet(image_size=24, render_size=32, train_per_class=4, test_per_class=2)
+
+
+def features_by_hand(
+    model: StableRep, eval_set: ProceduralEvalSet
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The reference: every image through the backbone in eval mode, one batch per split, no cache."""
+    was_training = model.backbone.training
+    model.backbone.eval()
+    out = []
+    with torch.no_grad():
+        for dataset in (eval_set.train_dataset(), eval_set.test_dataset()):
+            images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+            out.append((model.backbone(images), dataset.labels))
+    model.backbone.train(was_training)
+    return out
+
+
+def knn_top1_by_loops(train, test, num_classes: int, k: int, temperature: float) -> float:
+    """Weighted kNN written out: cosine similarity, the k largest, votes exp(sim / T) summed per class."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    train_x = torch.nn.functional.normalize(train_x.double(), dim=1)
+    correct = 0
+    for query, label in zip(torch.nn.functional.normalize(test_x.double(), dim=1), test_y.tolist()):
+        sims = sorted(zip((train_x @ query).tolist(), train_y.tolist()), reverse=True)[:k]
+        votes = [0.0] * num_classes
+        for sim, y in sims:
+            votes[y] += math.exp(sim / temperature)
+        correct += max(range(num_classes), key=votes.__getitem__) == label
+    return correct / len(test_y)
 
 
 def test_probe_runs_at_start_every_n_epochs_and_at_the_end(
@@ -41,7 +73,9 @@ def test_probe_runs_at_start_every_n_epochs_and_at_the_end(
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     assert probe.baseline_result is not None and probe.last_result is not None
-    assert 0.0 <= probe.last_result.top1 <= 1.0
+    # The last result is the final weights' score: recomputed from scratch, it is the same.
+    train, test = features_by_hand(model, eval_set)
+    assert probe.last_result == fit_linear_probe(*train, *test, eval_set.num_classes, steps=20)
     assert model.backbone.training  # the probe restores training mode
     with open(Path(logger.log_dir) / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -59,7 +93,16 @@ def test_probe_result_is_deterministic_for_a_fixed_backbone(eval_set: Procedural
     torch.manual_seed(0)
     model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
     probe = LinearProbeCallback(eval_set, steps=30)
-    assert probe.probe(model) == probe.probe(model)
+    results = []
+    for _ in range(2):  # each call encodes the set afresh: nothing is served from the feature cache
+        SHARED_FEATURE_CACHE.clear()
+        misses = SHARED_FEATURE_CACHE.misses
+        results.append(probe.probe(model))
+        assert SHARED_FEATURE_CACHE.misses == misses + 1
+    assert results[0] == results[1]
+    # ... and both are the probe fitted on features computed by hand (eval mode, no cache).
+    train, test = features_by_hand(model, eval_set)
+    assert results[0] == fit_linear_probe(*train, *test, eval_set.num_classes, steps=30)
     with pytest.raises(ValueError, match="every_n_epochs"):
         LinearProbeCallback(eval_set, every_n_epochs=0)
 
@@ -69,10 +112,14 @@ def test_knn_callback_scores_frozen_features(eval_set: ProceduralEvalSet) -> Non
 
     torch.manual_seed(0)
     model = StableRep(TimmBackbone("resnet10t"), head_hidden_dim=16, head_out_dim=8)
-    knn = KNNCallback(eval_set, k=3)
+    knn = KNNCallback(eval_set, k=3, temperature=0.1)
+    SHARED_FEATURE_CACHE.clear()
     result = knn.probe(model)
-    assert 0.0 <= result.top1 <= 1.0 and knn.prefix == "knn/procedural"
-    assert knn.probe(model) == result
+    assert knn.prefix == "knn/procedural"
+    expected = knn_top1_by_loops(
+        *features_by_hand(model, eval_set), eval_set.num_classes, k=3, temperature=0.1
+    )
+    assert result.top1 == pytest.approx(expected, abs=1e-6)
 
 
 def test_evaluation_does_not_change_the_training_rng(eval_set: ProceduralEvalSet) -> None:

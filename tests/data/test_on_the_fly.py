@@ -64,16 +64,29 @@ def test_batches_are_reproducible_under_a_seed() -> None:
 
 
 def test_caption_ids_are_unique_per_epoch_across_ranks() -> None:
-    from torch.utils.data import DistributedSampler
+    """Each rank's loader yields its share of one seeded permutation per epoch (DistributedSampler's
+    rule, written out here): disjoint across ranks, in that order, and reshuffled every epoch."""
+    num_captions, world, seed = 30, 2, 5
 
-    dm = module(num_captions=30)
-    dm.setup("fit")
-    seen = []
-    for rank in range(2):
-        sampler = DistributedSampler(dm.train_dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        seen.append(set(sampler))
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == set(range(len(dm.train_dataset)))
+    def expected(rank: int, epoch: int) -> list[int]:
+        permutation = torch.randperm(num_captions, generator=torch.Generator().manual_seed(seed + epoch))
+        share = permutation[: num_captions // world * world][rank::world].tolist()  # drop_last
+        return share[: len(share) // 4 * 4]  # whole batches of 4
+
+    seen = {}
+    for rank in range(world):
+        dm = module(num_captions=num_captions, views=2, seed=seed)
+        dm.rank, dm.world_size = rank, world
+        dm.setup("fit")
+        for epoch in (0, 1):
+            batches = loader_batches(dm, epoch)
+            seen[rank, epoch] = [i for b in batches for i in b["caption_ids"].tolist()]
+            assert all(dm.train_dataset.captions[int(i)] == c for b in batches
+                       for i, c in zip(b["caption_ids"], b["caption"]))  # fmt: skip
+    for epoch in (0, 1):
+        assert [seen[r, epoch] for r in range(world)] == [expected(r, epoch) for r in range(world)]
+        assert not set(seen[0, epoch]) & set(seen[1, epoch])
+    assert seen[0, 0] != seen[0, 1]
 
 
 def test_unique_captions() -> None:

@@ -12,6 +12,7 @@ from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.captions.grammar import procedural_captions
 from stablerep_pl.captions.keys import caption_key
 from stablerep_pl.captions.sources import Caption
+from stablerep_pl.data.shard_stream import DataError
 from stablerep_pl.data.shards import ShardDataModule, caption_id
 from stablerep_pl.generation.procedural import ProceduralGenerator
 from stablerep_pl.generation.render import render_shards
@@ -111,8 +112,9 @@ def test_truncated_tar_yields_what_it_can(shard_dir: Path, tmp_path: Path) -> No
         warnings.simplefilter("ignore")
         ids = all_ids(module(str(tmp_path / "cut.tar"), resampled=False, batch_size=1))
     assert 1 <= len(ids) < 8
-    with pytest.raises(Exception):  # noqa: B017 - tarfile's own error type, re-raised in strict mode
+    with pytest.raises(DataError, match=r"unreadable data in .*cut\.tar: .*\(strict mode\)") as error:
         all_ids(module(str(tmp_path / "cut.tar"), resampled=False, batch_size=1, strict=True))
+    assert isinstance(error.value, ValueError)  # DataError is a ValueError: callers may catch either
 
 
 def test_too_few_shards_for_ranks_is_a_clear_error(shard_dir: Path) -> None:

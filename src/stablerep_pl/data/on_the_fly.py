@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from stablerep_pl.augment.modes import AugmentationMode, AugmentationModeMixin
 from stablerep_pl.augment.transforms import AugmentationConfig
@@ -167,6 +168,14 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
 
     def data_seed(self) -> int:
         return default_data_seed() if self.seed is None else self.seed
+
+    def generated_pool(self, batch: dict[str, Any], row: int, count: int) -> list[torch.Tensor]:
+        """The first `count` of the k images caption `row` of `batch` owns, un-augmented (uint8
+        `[3, H, W]`), rendered again: the batch does not record which m of the k its views show."""
+        caption = batch["caption"][row]
+        indices = range(min(count, self.images_per_caption))
+        pictures = self.generator.render([ImageRequest(caption, caption_key(caption), j) for j in indices])
+        return [pil_to_tensor(p.convert("RGB")) for p in pictures]
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:

@@ -28,7 +28,13 @@ from stablerep_pl.augment.transforms import AugmentationConfig
 from stablerep_pl.data.collate import CaptionBatchCollate
 from stablerep_pl.data.loader import ResumableDataLoader
 from stablerep_pl.data.sampling import check_views, choose_views
-from stablerep_pl.data.shard_info import check_local_urls, expand_urls, read_shard_infos
+from stablerep_pl.data.shard_info import (
+    check_local_urls,
+    expand_urls,
+    is_local,
+    read_sample_files,
+    read_shard_infos,
+)
 from stablerep_pl.data.shard_stream import ShardStream, SkipSample
 from stablerep_pl.distributed.item_seeds import default_data_seed, seeded_draws
 
@@ -42,14 +48,18 @@ def caption_id(key: str) -> int:
 
 
 class SampleDecoder:
-    """Raw tar sample + seed → `{"images": [m, 3, S, S], "caption_ids", "caption", "draw_seed"}`.
+    """Raw tar sample + seed → `{"images": [m, 3, S, S], "caption_ids", "caption", "draw_seed"}`,
+    plus the sample's `key` and shard `url` with `record_sources`.
 
     Raises `SkipSample` for a sample with too few or undecodable images. The choice of views and
     their augmentation draw from `seed` only (see `item_seeds.py`).
     """
 
-    def __init__(self, views: int, transform: Callable, distinct_views: bool = True) -> None:
+    def __init__(
+        self, views: int, transform: Callable, distinct_views: bool = True, record_sources: bool = False
+    ) -> None:
         self.views, self.transform, self.distinct_views = views, transform, distinct_views
+        self.record_sources = record_sources
 
     def __call__(self, sample: dict[str, Any], seed: int) -> dict[str, Any]:
         key = sample.get("__key__", "?")
@@ -66,12 +76,15 @@ class SampleDecoder:
                     raise SkipSample(f"undecodable {names[i]}: {err}") from err
                 images.append(self.transform(image))
         text = sample.get("txt", b"")
-        return {
+        item = {
             "images": torch.stack(images),
             "caption_ids": torch.tensor(caption_id(key), dtype=torch.long),
             "caption": text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text),
             "draw_seed": seed,
         }
+        if self.record_sources:
+            item.update(key=key, url=str(sample.get("__url__", "")))
+        return item
 
 
 def decode_rgb(data: bytes) -> torch.Tensor:
@@ -91,6 +104,8 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
     forever); `max_consecutive_skips`: unusable samples/shards in a row before it fails.
 
     `augmentation_mode`: `batched` (default), `on_device` or `per_image`, see `augmentation_modes.py`.
+    `record_sources` adds each sample's `key` and shard `url` (n strings each) to the batch, so
+    `generated_pool` can read its stored images back (`CaptionGrid` turns it on).
     """
 
     def __init__(
@@ -111,8 +126,10 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
         augmentation_mode: AugmentationMode = "batched",
         stall_timeout: float | None = 600.0,
         max_consecutive_skips: int = 1000,
+        record_sources: bool = False,
     ) -> None:
         super().__init__()
+        self.record_sources = record_sources
         self.init_augmentation(augmentation, augmentation_mode)
         self.urls = expand_urls(urls)
         if batch_size < 1 or views < 1:
@@ -198,6 +215,16 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
         indices = list(range(len(self.urls)))[self.rank :: self.world_size]
         return [indices[w :: self.workers] for w in range(self.workers)]
 
+    def generated_pool(self, batch: dict[str, Any], row: int, count: int) -> list[torch.Tensor]:
+        """The first `count` stored images of sample `row` of `batch`, un-augmented (uint8 `[3, H, W]`),
+        read back from its shard; [] without `record_sources` or for a remote shard. Reads the shard's
+        tar headers up to the sample (data is skipped by seeking): cheap for occasional callbacks."""
+        if "key" not in batch or count < 1 or not is_local(batch["url"][row]):
+            return []
+        files = read_sample_files(batch["url"][row], batch["key"][row])
+        names = sorted((k for k in files if IMAGE_KEY.match(k)), key=lambda k: int(k.split(".")[0]))
+        return [decode_rgb(files[name]) for name in names[:count]]
+
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
@@ -207,7 +234,7 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
     def build_stream(self) -> ShardStream:
         return ShardStream(
             self.urls,
-            decode=SampleDecoder(self.views, self.view_transform(), self.distinct_views),
+            decode=SampleDecoder(self.views, self.view_transform(), self.distinct_views, self.record_sources),
             collate=self.collate,
             batch_size=self.batch_size,
             batches_per_worker=self.batches_per_worker(),

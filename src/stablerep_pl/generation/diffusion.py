@@ -3,12 +3,17 @@
 Each image gets its own CPU `torch.Generator` seeded from (caption key, image index, base seed):
 diffusers draws every batch element's initial latents from its own generator, so an image is the
 same whether rendered alone or in a batch, and on any device.
+
+A guidance sweep (`render_variants`) encodes each batch's prompts once and passes the embeddings to
+every pipeline call: classifier-free guidance is on only for a scale above 1 (diffusers' rule), so
+the unconditional embeddings are computed when some variant needs them and given only to those.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,8 +41,12 @@ class DiffusionGenerator(ImageGenerator):
     `configs/render/sd15.yaml` (the old `runwayml/stable-diffusion-v1-5` was removed from the hub).
     The pipeline loads lazily on first use, so configs parse fast and DataLoader workers do not
     pickle weights. `output_size` is the saved size (the paper renders 512 px and keeps 256 px);
-    None keeps the generated size.
+    None keeps the generated size. A sweep may override the guidance scale, the step count and the
+    scheduler; its copies share the loaded pipeline and each installs its own scheduler for its calls
+    only (the pipeline keeps the one `_prepare` set).
     """
+
+    SETTINGS = ("guidance_scale", "num_inference_steps", "scheduler")
 
     def __init__(
         self,
@@ -57,10 +66,6 @@ class DiffusionGenerator(ImageGenerator):
         pipeline_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(seed=seed, batch_size=batch_size)
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         self.model, self.revision = model, revision
         self.guidance_scale, self.num_inference_steps = guidance_scale, num_inference_steps
         self.scheduler_name = scheduler
@@ -70,10 +75,23 @@ class DiffusionGenerator(ImageGenerator):
         self.dtype = resolve_dtype(dtype, self.device)
         self.pipeline_kwargs = dict(pipeline_kwargs or {})
         self._pipe: Any = None
+        self._loaded_scheduler: Any = None  # the pipeline's own, which every scheduler is built from
+        self._scheduler: Any = None  # this generator's, installed on the (shared) pipeline per call
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
 
     @classmethod
     def from_pipeline(cls, pipe: Any, **kwargs: Any) -> DiffusionGenerator:
-        """Wrap an already built pipeline (tests, notebooks); `kwargs` as for the constructor."""
+        """Wrap an already built pipeline (tests, notebooks); `kwargs` as for the constructor.
+
+        The pipeline's current scheduler is taken as its own (other schedulers are built from its
+        config), and `scheduler` replaces it on the pipeline.
+        """
         generator = cls(**kwargs)
         generator._pipe = generator._prepare(pipe)
         return generator
@@ -92,44 +110,97 @@ class DiffusionGenerator(ImageGenerator):
         return self._pipe
 
     def _prepare(self, pipe: Any) -> Any:
-        if self.scheduler_name:
-            import diffusers
-
-            scheduler_cls = getattr(diffusers, self.scheduler_name, None)
-            if scheduler_cls is None:
-                raise ValueError(f"diffusers has no scheduler class {self.scheduler_name!r}")
-            pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        self._loaded_scheduler = pipe.scheduler
+        self._scheduler = self._build_scheduler()
+        pipe.scheduler = self._scheduler
         pipe = pipe.to(self.device)
         if pipe.dtype != self.dtype:  # from_pretrained already loaded in the requested dtype
             pipe = pipe.to(dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def _build_scheduler(self) -> Any:
+        if not self.scheduler_name:
+            return self._loaded_scheduler
+        import diffusers
+
+        scheduler_cls = getattr(diffusers, self.scheduler_name, None)
+        if scheduler_cls is None:
+            raise ValueError(f"diffusers has no scheduler class {self.scheduler_name!r}")
+        return scheduler_cls.from_config(self._loaded_scheduler.config)
+
+    def with_settings(self, **overrides: Any) -> DiffusionGenerator:
+        """A copy sharing this generator's pipeline (loaded now if it was not yet)."""
+        self.pipe  # noqa: B018 - load before copying, or each copy would load its own weights
+        return super().with_settings(**overrides)
+
+    def _apply_settings(self, overrides: dict[str, Any]) -> None:
+        if "scheduler" in overrides:
+            self.scheduler_name = overrides.pop("scheduler")
+            self._scheduler = self._build_scheduler()
+        super()._apply_settings(overrides)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_pipe"] = None  # workers load their own copy; never pickle weights
+        for name in ("_pipe", "_loaded_scheduler", "_scheduler"):
+            state[name] = None  # workers load their own copy; never pickle weights
         return state
 
-    @torch.inference_mode()
     def render(self, requests: Sequence[ImageRequest]) -> list[Image.Image]:
+        return self.render_variants(requests, [{}])[0]
+
+    @torch.inference_mode()
+    def render_variants(
+        self, requests: Sequence[ImageRequest], variants: Sequence[Mapping[str, Any]]
+    ) -> list[list[Image.Image]]:
+        """One prompt encoding per batch, shared by every variant's pipeline call (when the pipeline
+        takes SD-style embeddings; otherwise each call encodes its prompts itself)."""
         if not requests:
-            return []
+            return [[] for _ in variants]
+        pipe = self.pipe
+        copies = [self.with_settings(**v) if v else self for v in variants]
+        embeddings = None
+        if takes_prompt_embeddings(pipe):
+            guided = any(c.guidance_scale > 1 for c in copies)
+            embeddings = pipe.encode_prompt(
+                prompt=[r.caption for r in requests],
+                device=getattr(pipe, "_execution_device", self.device),
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=guided,
+                negative_prompt=self._negative_prompts(len(requests)),
+            )
+        return [c._call_pipeline(pipe, requests, embeddings) for c in copies]
+
+    def _negative_prompts(self, count: int) -> list[str] | None:
+        return None if self.negative_prompt is None else [self.negative_prompt] * count
+
+    def _call_pipeline(
+        self, pipe: Any, requests: Sequence[ImageRequest], embeddings: Any
+    ) -> list[Image.Image]:
         generators = [torch.Generator("cpu").manual_seed(self.seed_for(r.key, r.index)) for r in requests]
         kwargs: dict[str, Any] = {}
-        if self.negative_prompt is not None:
-            kwargs["negative_prompt"] = [self.negative_prompt] * len(requests)
+        if embeddings is None:
+            kwargs["prompt"] = [r.caption for r in requests]
+            kwargs["negative_prompt"] = self._negative_prompts(len(requests))
+        else:
+            kwargs["prompt_embeds"] = embeddings[0]
+            if self.guidance_scale > 1:  # without guidance diffusers never uses the negative branch
+                kwargs["negative_prompt_embeds"] = embeddings[1]
         if self.height is not None:
             kwargs["height"] = self.height
         if self.width is not None:
             kwargs["width"] = self.width
-        images = self.pipe(
-            prompt=[r.caption for r in requests],
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            generator=generators,
-            output_type="pil",
-            **kwargs,
-        ).images
+        previous, pipe.scheduler = pipe.scheduler, self._scheduler  # a copy's scheduler, for this call only
+        try:
+            images = pipe(
+                num_inference_steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale,
+                generator=generators,
+                output_type="pil",
+                **kwargs,
+            ).images
+        finally:
+            pipe.scheduler = previous
         return [self._resize(image.convert("RGB")) for image in images]
 
     def _resize(self, image: Image.Image) -> Image.Image:
@@ -140,7 +211,7 @@ class DiffusionGenerator(ImageGenerator):
     def provenance(self) -> dict[str, Any]:
         import diffusers
 
-        scheduler = type(self._pipe.scheduler).__name__ if self._pipe is not None else self.scheduler_name
+        scheduler = type(self._scheduler).__name__ if self._scheduler is not None else self.scheduler_name
         return {
             **super().provenance(),
             "model": self.model,
@@ -155,3 +226,18 @@ class DiffusionGenerator(ImageGenerator):
             "dtype": str(self.dtype).removeprefix("torch."),
             "diffusers_version": diffusers.__version__,
         }
+
+
+def takes_prompt_embeddings(pipe: Any) -> bool:
+    """Whether `pipe` encodes like SD 1.x/2.x: `encode_prompt` → (positive, negative) embeddings that
+    `__call__` takes back. Pipelines with more text encoders (SDXL, SD3) encode per call instead."""
+    encode = getattr(pipe, "encode_prompt", None)
+    if encode is None:
+        return False
+    takes = set(inspect.signature(encode).parameters)
+    calls = set(inspect.signature(pipe.__call__).parameters)
+    return (
+        {"prompt", "do_classifier_free_guidance", "negative_prompt", "num_images_per_prompt"} <= takes
+        and "prompt_2" not in takes
+        and {"prompt_embeds", "negative_prompt_embeds"} <= calls
+    )

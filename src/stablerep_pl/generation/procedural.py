@@ -4,7 +4,8 @@ A caption from `stablerep_pl.captions.grammar` is parsed and rendered as one obj
 What the caption says is what the image shows; what it leaves open (and every nuisance: pose, exact
 scale and position, colour jitter, lighting, clutter, pixel noise) varies with the image seed, so the
 images of one caption are positives that share exactly the caption's content. `diversity` plays the
-role of (inverse) classifier-free guidance: 0 renders canonical images, 1 maximally varied ones.
+role of (inverse) classifier-free guidance: 0 renders canonical images, 1 maximally varied ones;
+a guidance sweep maps onto it with `diversity_for_guidance`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import functools
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -31,7 +32,9 @@ from stablerep_pl.captions.grammar import (
 )
 from stablerep_pl.generation.base import ImageGenerator, ImageRequest
 from stablerep_pl.generation.shapes import (
+    Clutter,
     clashes,
+    draw_clutter,
     draw_mask,
     render_background,
     secondary_colour,
@@ -65,19 +68,19 @@ MAX_CLUTTER = 4
 FRONT_CLUTTER_P = 0.35
 
 
-class Clutter(NamedTuple):
-    """One distractor: an ellipse (box) or a line (endpoints + width), behind or in front of the object."""
-
-    front: bool
-    kind: str  # "blob" or "line"
-    geometry: tuple[float, ...]
-    fill: tuple[int, int, int]
-
-
 def object_for_key(key: str) -> str:
     """Object shown for a caption that names none: fixed per caption key, so its images agree."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return OBJECTS[int.from_bytes(digest, "little") % len(OBJECTS)]
+
+
+def diversity_for_guidance(guidance_scale: float) -> float:
+    """The diversity standing in for a classifier-free guidance scale: 1 for g <= 1 (no guidance),
+    else 1/g. Monotone decreasing, as SD's diversity falls with guidance; g = 2 (StableRep's choice)
+    is diversity 0.5, the generator's default, and SimCLR's g = 8 is 0.125."""
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    return 1.0 if guidance_scale <= 1 else 1.0 / guidance_scale
 
 
 def _pick(options: Sequence[str], u: float) -> str:
@@ -97,7 +100,12 @@ def _ramp(size: int) -> np.ndarray:
 
 
 class ProceduralGenerator(ImageGenerator):
-    """Renders one object per image; see the module docstring for what varies and what does not."""
+    """Renders one object per image; see the module docstring for what varies and what does not.
+
+    A sweep may override `diversity`, or `guidance_scale`, which sets `diversity_for_guidance(g)`.
+    """
+
+    SETTINGS = ("diversity", "guidance_scale")
 
     def __init__(
         self,
@@ -110,11 +118,21 @@ class ProceduralGenerator(ImageGenerator):
         super().__init__(seed=seed, batch_size=batch_size)
         if size < 8:
             raise ValueError(f"size must be >= 8, got {size}")
-        if not 0.0 <= diversity <= 1.0:
-            raise ValueError(f"diversity must be in [0, 1], got {diversity}")
         if supersample < 1:
             raise ValueError(f"supersample must be >= 1, got {supersample}")
         self.size, self.diversity, self.supersample = int(size), float(diversity), int(supersample)
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
+
+    def _apply_settings(self, overrides: dict[str, Any]) -> None:
+        if "guidance_scale" in overrides:
+            if "diversity" in overrides:
+                raise ValueError("override diversity or guidance_scale, not both")
+            overrides["diversity"] = diversity_for_guidance(float(overrides.pop("guidance_scale")))
+        super()._apply_settings({k: float(v) for k, v in overrides.items()})
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -190,7 +208,7 @@ class ProceduralGenerator(ImageGenerator):
         draw = ImageDraw.Draw(image)
         for item in clutter:
             if not item.front:
-                _draw_clutter(draw, item, item.fill)
+                draw_clutter(draw, item, item.fill)
 
         mask = draw_mask(unit_shape(attrs.object), canvas, cx, cy, radius, angle)
         if clashes(COLOURS[attrs.colour], attrs.background):  # named on a similar background: add a contour
@@ -202,9 +220,9 @@ class ProceduralGenerator(ImageGenerator):
         mask_draw = ImageDraw.Draw(mask) if want_mask else None
         for item in clutter:
             if item.front:
-                _draw_clutter(draw, item, item.fill)
+                draw_clutter(draw, item, item.fill)
                 if mask_draw is not None:
-                    _draw_clutter(mask_draw, item, 0)
+                    draw_clutter(mask_draw, item, 0)
 
         small = image.reduce(ss) if ss > 1 else image  # box filter over each ss×ss block: antialiasing
         out = np.asarray(small, np.float32)
@@ -269,10 +287,3 @@ class ProceduralGenerator(ImageGenerator):
                 width = max(1, round(rng.uniform(0.012, 0.025) * canvas))
                 items.append(Clutter(front, "line", (x - dx, y - dy, x + dx, y + dy, width), fill))
         return items
-
-
-def _draw_clutter(draw: ImageDraw.ImageDraw, item: Clutter, fill: Any) -> None:
-    if item.kind == "blob":
-        draw.ellipse(item.geometry, fill=fill)
-    else:
-        draw.line(item.geometry[:4], fill=fill, width=int(item.geometry[4]))

@@ -6,17 +6,23 @@ killed run leaves only complete shards plus at most one partial file per rank; r
 complete shards untouched and redoes partial ones. `_render.json` pins the settings: a re-run with
 different captions, shard size or generator is refused instead of silently mixing data.
 Each sample is one caption: `key.0.jpg … key.{k-1}.jpg`, `key.txt`, `key.json` (provenance).
+
+`render_targets` writes several shard sets in one pass over the captions, one per setting of a
+sweep (`sweep.py`): shard i of every set is rendered together, each caption group under all the
+settings that still lack that shard, and each set keeps its own tmp+rename, `_render.json` guard
+and `_info.json`, so a set that is complete is skipped and a partial shard is redone alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,14 @@ class RenderReport:
     captions_written: int
     images_written: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class RenderTarget:
+    """One shard set: `output` rendered by `generator.with_settings(**overrides)` (`{}`: as is)."""
+
+    output: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def shard_name(prefix: str, index: int) -> str:
@@ -95,6 +109,27 @@ def render_shards(
     progress: bool = True,
 ) -> RenderReport:
     """Render this rank's shards of `captions` into `output` (see the module docstring)."""
+    [report] = render_targets(
+        generator, captions, [RenderTarget(Path(output))], images_per_caption, shard_size, image_format,
+        quality, prefix, rank, world_size, progress,
+    )  # fmt: skip
+    return report
+
+
+def render_targets(
+    generator: ImageGenerator,
+    captions: Sequence[Caption],
+    targets: Sequence[RenderTarget],
+    images_per_caption: int = 10,
+    shard_size: int = 1000,
+    image_format: str = "jpg",
+    quality: int = 95,
+    prefix: str = "shard",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> list[RenderReport]:
+    """This rank's shards of every target, in one pass over `captions` (see the module docstring)."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
     if shard_size < 1 or images_per_caption < 1:
@@ -106,49 +141,88 @@ def render_shards(
     bad = [c.key for c in captions if "." in c.key or "/" in c.key]
     if bad:
         raise ValueError(f"caption keys may not contain '.' or '/' (webdataset splits on them): {bad[:3]}")
-    output = Path(output)
+    if len({Path(t.output).resolve() for t in targets}) != len(targets):
+        raise ValueError("two render targets share one output folder")
+    k = images_per_caption
+    num_shards = (len(captions) + shard_size - 1) // shard_size
+    mine = list(range(rank, num_shards, world_size))
+    digest = captions_digest(captions)
+    plans = [
+        _plan(generator, digest, len(captions), t, k, shard_size, image_format, prefix, mine) for t in targets
+    ]
+    images_todo = sum(len(captions[i * shard_size : (i + 1) * shard_size]) * k for p in plans for i in p.todo)
+    start, captions_per_call = time.perf_counter(), max(1, generator.batch_size // k)  # fill a batch
+    desc = f"render rank {rank}" + (f" × {len(targets)} settings" if len(targets) > 1 else "")
+    bar = tqdm(total=images_todo, unit="img", desc=desc, disable=not progress, smoothing=0.1)
+    for index in mine:
+        pending = [p for p in plans if index in p.todo]
+        if not pending:
+            continue
+        chunk = captions[index * shard_size : (index + 1) * shard_size]
+        finals = [p.output / shard_name(prefix, index) for p in pending]
+        tmps = [f.with_name(f.name + ".tmp") for f in finals]
+        with contextlib.ExitStack() as stack:
+            sinks = [stack.enter_context(wds.TarWriter(stack.enter_context(open(t, "wb")), mtime=FIXED_MTIME))
+                     for t in tmps]  # fmt: skip
+            for batch_start in range(0, len(chunk), captions_per_call):
+                group = chunk[batch_start : batch_start + captions_per_call]
+                rendered = generator.generate_variants(
+                    [c.text for c in group], k, [c.key for c in group], [p.overrides for p in pending]
+                )
+                for plan, sink, images in zip(pending, sinks, rendered):
+                    for caption, pictures in zip(group, images):
+                        sink.write(
+                            sample(caption, pictures, generator, plan.provenance, image_format, quality)
+                        )
+                bar.update(len(group) * k * len(pending))
+        for plan, tmp, final in zip(pending, tmps, finals):
+            os.replace(tmp, final)
+            plan.written += len(chunk)
+    bar.close()
+    seconds = round(time.perf_counter() - start, 3)
+    reports = []
+    for plan in plans:
+        report = RenderReport(
+            shards_total=num_shards, shards_written=len(plan.todo), shards_skipped=len(mine) - len(plan.todo),
+            captions_written=plan.written, images_written=plan.written * k, seconds=seconds,
+        )  # fmt: skip
+        write_info(plan.output, report, rank, world_size, num_shards, prefix, plan.settings)
+        reports.append(report)
+    return reports
+
+
+@dataclass
+class _Plan:
+    output: Path
+    overrides: dict[str, Any]
+    provenance: dict[str, Any]
+    settings: dict[str, Any]
+    todo: list[int]
+    written: int = 0
+
+
+def _plan(
+    generator: ImageGenerator, digest: str, num_captions: int, target: RenderTarget, images_per_caption: int,
+    shard_size: int, image_format: str, prefix: str, mine: list[int],
+) -> _Plan:  # fmt: skip
+    """Check a target's settings against its `_render.json`; list its missing shards; clear their tmps."""
+    output = Path(target.output)
     output.mkdir(parents=True, exist_ok=True)
-    provenance = {**generator.provenance(), "package_version": stablerep_pl.__version__}
+    configured = generator.with_settings(**target.overrides) if target.overrides else generator
+    provenance = {**configured.provenance(), "package_version": stablerep_pl.__version__}
+    if target.overrides:
+        provenance["sweep"] = dict(target.overrides)
     settings = {
-        "captions_sha256": captions_digest(captions), "num_captions": len(captions),
+        "captions_sha256": digest, "num_captions": num_captions,
         "images_per_caption": images_per_caption, "shard_size": shard_size, "image_format": image_format,
         "prefix": prefix, "generator": provenance,
     }  # fmt: skip
     check_manifest(output, settings)
-
-    num_shards = (len(captions) + shard_size - 1) // shard_size
-    mine = list(range(rank, num_shards, world_size))
     todo = [i for i in mine if not (output / shard_name(prefix, i)).exists()]
     for stale in output.glob(f"{prefix}-*.tar.tmp"):
         if int(stale.name[len(prefix) + 1 :].split(".")[0]) in todo:
             stale.unlink()
-    images_todo = sum(len(captions[i * shard_size : (i + 1) * shard_size]) for i in todo) * images_per_caption
-    start, written = time.perf_counter(), 0
-    captions_per_call = max(1, generator.batch_size // images_per_caption)  # fill the generator's batch
-    bar = tqdm(total=images_todo, unit="img", desc=f"render rank {rank}", disable=not progress, smoothing=0.1)
-    for index in todo:
-        chunk = captions[index * shard_size : (index + 1) * shard_size]
-        final = output / shard_name(prefix, index)
-        tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as stream, wds.TarWriter(stream, mtime=FIXED_MTIME) as sink:
-            for batch_start in range(0, len(chunk), captions_per_call):
-                group = chunk[batch_start : batch_start + captions_per_call]
-                images = generator.generate(
-                    [c.text for c in group], images_per_caption, [c.key for c in group]
-                )
-                for caption, pictures in zip(group, images):
-                    sink.write(sample(caption, pictures, generator, provenance, image_format, quality))
-                bar.update(len(group) * images_per_caption)
-            written += len(chunk)
-        os.replace(tmp, final)
-    bar.close()
-    report = RenderReport(
-        shards_total=num_shards, shards_written=len(todo), shards_skipped=len(mine) - len(todo),
-        captions_written=written, images_written=written * images_per_caption,
-        seconds=round(time.perf_counter() - start, 3),
-    )  # fmt: skip
-    write_info(output, report, rank, world_size, num_shards, prefix, settings)
-    return report
+    return _Plan(output, dict(target.overrides), provenance, settings, todo)
 
 
 def sample(
@@ -173,8 +247,8 @@ def write_info(
     output: Path, report: RenderReport, rank: int, world_size: int, num_shards: int, prefix: str,
     settings: dict[str, Any],
 ) -> None:  # fmt: skip
-    shard_size = int(settings["shard_size"])
     """Per-rank report, and `_info.json` once every shard exists (whichever rank finishes last)."""
+    shard_size = int(settings["shard_size"])
     atomic_write(
         output / f"_info.rank{rank:05d}-of-{world_size:05d}.json", json.dumps(asdict(report), indent=2)
     )

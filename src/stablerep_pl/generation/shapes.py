@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -206,3 +207,19 @@ def render_background(
     else:
         raise ValueError(f"unknown background {name!r}")
     return np.clip(image * brightness, 0.0, 255.0)
+
+
+class Clutter(NamedTuple):
+    """One distractor: an ellipse (box) or a line (endpoints + width), behind or in front of the object."""
+
+    front: bool
+    kind: str  # "blob" or "line"
+    geometry: tuple[float, ...]
+    fill: tuple[int, int, int]
+
+
+def draw_clutter(draw: ImageDraw.ImageDraw, item: Clutter, fill: Any) -> None:
+    if item.kind == "blob":
+        draw.ellipse(item.geometry, fill=fill)
+    else:
+        draw.line(item.geometry[:4], fill=fill, width=int(item.geometry[4]))
