@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from stablerep_pl.cli import StableRepCLI
@@ -64,11 +65,18 @@ def test_validate_and_test_report_held_out_loss(tmp_path: Path) -> None:
     fit = StableRepCLI(args=["fit", *fast_args(tmp_path), "--data.init_args.val_captions=16"])
     ckpt = tmp_path / "model.ckpt"
     fit.trainer.save_checkpoint(ckpt)
+    # The reference: the checkpoint's weights in eval mode on every held-out batch, averaged by hand.
+    model = fit.model.eval()
+    with torch.no_grad():
+        losses = [model.compute_losses(b)["loss"] for b in fit.datamodule.val_dataloader()]
+    assert len(losses) == 2  # 16 held-out captions in batches of 8 (equal weights in Lightning's mean)
+    expected = float(torch.stack(losses).mean())
     for command in ("validate", "test"):
         args = [a for a in fast_args(tmp_path) if "fast_dev_run" not in a]
         cli = StableRepCLI(args=[command, *args, "--data.init_args.val_captions=16", f"--ckpt_path={ckpt}"])
         loss = cli.trainer.callback_metrics[f"{'val' if command == 'validate' else 'test'}/loss"]
         assert 0 < float(loss) < 10
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_validate_without_held_out_captions_is_a_clear_error(tmp_path: Path) -> None:

@@ -82,19 +82,6 @@ def test_fsdp_config_wraps_blocks_in_bf16_with_sharded_checkpoints() -> None:
     assert wrapped == [f"blocks.{i}" for i in range(len(vit.blocks))]  # every block, nothing else
 
 
-def test_fsdp_config_on_cpu_is_refused_with_lightning_s_message() -> None:
-    args = [
-        "--config",
-        RECIPES[0],
-        "--config",
-        TRAINER["fsdp"],
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-    ]
-    with pytest.raises(ValueError, match="requires a GPU accelerator"):
-        StableRepCLI(args=args, run=False)
-
-
 @pytest.mark.parametrize("recipe", ["stablerep/vitb16_cc12m_1x", "stablerep_plus/vitb16_cc12m_1x"])
 def test_procedural_data_fragment_replaces_a_recipe_s_shards(capsys, recipe: str) -> None:
     """configs/data/procedural.yaml: the GPU smoke-test path keeps the recipe's batch and views."""

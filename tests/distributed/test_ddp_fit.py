@@ -131,12 +131,20 @@ def test_global_batch_and_scaled_lr_printed_once_and_logged(ddp_run) -> None:
 
 
 class _Resumed:
-    """Records where a resumed run starts and how many steps it runs in this process."""
+    """Records where a resumed run starts, how many steps it runs in this process and on which captions."""
 
     def __init__(self) -> None:
         self.start_step: int | None = None
         self.start_state: dict[str, torch.Tensor] = {}
         self.steps_run = 0
+        self.caption_ids: list[list[int]] = []
+
+
+def epoch_order(epoch: int, rank: int, world: int, seed: int = 0, num_captions: int = 64) -> list[int]:
+    """Caption ids of one rank's epoch, written out independently of the package: one permutation of the
+    captions per epoch, seeded with seed + epoch (torch's DistributedSampler rule), rank r takes r::world."""
+    permutation = torch.randperm(num_captions, generator=torch.Generator().manual_seed(seed + epoch))
+    return permutation[rank::world].tolist()
 
 
 @pytest.mark.slow
@@ -149,6 +157,10 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run, scaled_lr, tmp_path: Pat
     assert saved["global_step"] == STEPS
     for name, value in records[0]["final_state"].items():  # the checkpoint holds the trained weights
         torch.testing.assert_close(saved["state_dict"][name], value, rtol=0, atol=0)
+    # The reference order is the one the 2-rank run really trained on (quickstart data seed 0) ...
+    for rank, record in enumerate(records):
+        trained = [i for step in range(STEPS) for i in record["caption_ids"][step].tolist()]
+        assert trained == epoch_order(0, rank, 2)[: STEPS * 8]
 
     seen = _Resumed()
 
@@ -157,15 +169,24 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run, scaled_lr, tmp_path: Pat
             seen.start_step = trainer.global_step
             seen.start_state = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
-        def on_train_batch_end(self, *args) -> None:
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             seen.steps_run += 1
+            seen.caption_ids.append(batch["caption_ids"].tolist())
 
     args = ["--config", QUICKSTART, *scaled_lr, *TINY, "--trainer.accelerator=cpu",
             "--trainer.devices=1", f"--trainer.max_steps={STEPS + 2}", "--trainer.logger=false",
             "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
     cli = StableRepCLI(args=args, run=False)
     cli.trainer.callbacks.append(Probe())
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
+    # ... 2 ranks' positions cannot continue on 1 rank: the epoch restarts from the 1-rank order's start.
+    restart = r"data-loader states of 2 ranks but this run has 1: epoch \d+ restarts from its first batch"
+    with pytest.warns(UserWarning, match=restart):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
     assert seen.start_step == STEPS and seen.steps_run == 2 and cli.trainer.global_step == STEPS + 2
     for name, value in records[0]["final_state"].items():
         torch.testing.assert_close(seen.start_state[name], value, rtol=0, atol=0)
+    # Lightning saved the run stopped by max_steps as "epoch 0 done" (checkpoint epoch 1) and resumes in
+    # epoch 1, so the data restarts with epoch 1's order (the warning names the loader's epoch, 0).
+    assert saved["epoch"] == 1
+    one_rank = epoch_order(1, rank=0, world=1)
+    assert seen.caption_ids == [one_rank[:8], one_rank[8:16]]

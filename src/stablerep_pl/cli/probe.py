@@ -1,5 +1,8 @@
 """`stablerep probe --ckpt CKPT --data EVAL_SET.yaml`: the offline protocol on a trained checkpoint.
 
+CKPT is one of our runs' checkpoints, the authors' `epoch_last.pth` or a `stablerep export` file, each
+read without running code from it (`models/safe_load.py`).
+
 Prints a table, writes `results.json` and TensorBoard scalars under `--out`. `--baseline true` adds
 the same architecture with random weights, so the table shows what training added.
 """
@@ -26,7 +29,10 @@ EXAMPLE = "stablerep probe --config configs/probe/quickstart.yaml --ckpt runs/qu
 def build_parser() -> SubcommandParser:
     parser = SubcommandParser(prog="stablerep probe", description=__doc__, example=EXAMPLE)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_argument("--ckpt", type=str, required=True, help="Lightning checkpoint of a stablerep run")
+    parser.add_argument(
+        "--ckpt", type=str, required=True,
+        help="checkpoint: a stablerep run's (.ckpt), the authors' (epoch_last.pth) or an export (.safetensors)",
+    )  # fmt: skip
     parser.add_subclass_arguments(
         EvalSet, "data", required=True, help="evaluation set (class_path/init_args or a YAML file)"
     )
