@@ -37,6 +37,12 @@ probe: install
 	$(BIN)/stablerep probe --config configs/probe/quickstart.yaml --ckpt $$ckpt --out runs/probe/quickstart_procedural && \
 	if [ -d $(FMNIST) ]; then $(BIN)/stablerep probe --config configs/probe/fashion_mnist.yaml --ckpt $$ckpt --out runs/probe/quickstart_fmnist; fi
 
+# StableRep's findings in miniature: 4 studies x 3 seeds, equal compute, table + figures under
+# runs/replicate/paper_findings (about 2 hours on 2 CPU cores; a rerun skips finished cells).
+.PHONY: replicate
+replicate: install
+	$(BIN)/stablerep replicate --config configs/replicate/paper_findings.yaml
+
 # Two pytest workers (pytest-xdist) on the 2-core machines; the 15 slowest tests are printed at the end.
 test: install
 	$(BIN)/python -m pytest -q -n 2 --durations=15

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "probe": "the paper's offline evaluation protocol on a checkpoint",
     "export": "a checkpoint's backbone as timm-loadable safetensors",
     "benchmark": "input pipeline vs model step vs full step of a fit config: what bounds it",
+    "replicate": "the paper's findings in miniature: equal-compute sweeps, seeds, table and figures",
 }
 OVERVIEW = (
     "usage: stablerep SUBCOMMAND [--help] [options]\n\n"
@@ -45,6 +46,8 @@ def _dispatch(argv: list[str], from_sys_argv: bool) -> Any:
         from stablerep_pl.cli.export import main as subcommand
     elif name == "benchmark":
         from stablerep_pl.cli.benchmark import main as subcommand
+    elif name == "replicate":
+        from stablerep_pl.cli.replicate import main as subcommand
     else:
         from stablerep_pl.cli.fit import StableRepCLI
 
