@@ -61,9 +61,9 @@ DDP = [
     "--trainer.devices=2",
 ]
 CASES = {  # (arguments, steps, kill after the checkpoint of this step)
-    "on_the_fly_worker": ([*ON_THE_FLY, "--data.init_args.num_workers=1"], 7, 5),
-    "reuse_buffer": ([*ON_THE_FLY, *REUSE], 7, 3),
-    "epoch_end_checkpoint": ([*ON_THE_FLY, "--data.init_args.num_workers=0"], 6, 4),  # epoch = 4 steps
+    # epoch = 4 steps: the checkpoint of step 4 is the last batch of epoch 0, read by a worker
+    "epoch_end_checkpoint_with_worker": ([*ON_THE_FLY, "--data.init_args.num_workers=1"], 6, 4),
+    "reuse_buffer": ([*ON_THE_FLY, *REUSE], 7, 3),  # mid-epoch, two workers
     "ddp_two_processes": ([*ON_THE_FLY, *DDP], 6, 3),
 }
 
