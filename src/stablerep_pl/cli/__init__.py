@@ -36,6 +36,16 @@ def main(argv: list[str] | None = None) -> Any:
         return _dispatch(command, from_sys_argv=argv is None)
 
 
+def console() -> int:
+    """The installed `stablerep` script: exit status 0 on success (errors raise or exit non-zero).
+
+    The script runs `sys.exit(console())`; `main` returns a subcommand's results for callers in
+    Python, which `sys.exit` would print to stderr and turn into exit status 1.
+    """
+    main()
+    return 0
+
+
 def _dispatch(argv: list[str], from_sys_argv: bool) -> Any:
     name, rest = argv[0], argv[1:]
     if name == "render":
