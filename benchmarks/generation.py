@@ -4,7 +4,9 @@
     python benchmarks/generation.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --device cuda --size 512 --steps 50 --k 10 --batch 40    # the paper's setting on a GPU
 
-Both runs render the same images (per-image seeds), so only the batching differs.
+Both runs render the same images (per-image seeds), so only the batching differs. Then the embedded
+procedural generator's images/s at 32, 64 and 224 px (`--procedural_sizes`), one thread, default
+diversity 0.5 and supersampling 2.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.generation.base import ImageGenerator
 from stablerep_pl.generation.diffusion import DiffusionGenerator
+from stablerep_pl.generation.procedural import ProceduralGenerator
 
 sys.path.insert(
     0, str(Path(__file__).resolve().parents[1] / "tests")
@@ -35,7 +40,7 @@ def make(args: argparse.Namespace, batch_size: int) -> DiffusionGenerator:
     return DiffusionGenerator(model=args.model, dtype=args.dtype, **settings)
 
 
-def timed(generator: DiffusionGenerator, captions: list[str], k: int, repeats: int) -> tuple[float, list]:
+def timed(generator: ImageGenerator, captions: list[str], k: int, repeats: int) -> tuple[float, list]:
     generator.generate(captions[:1], 1)  # warm-up (weights, kernels)
     best, images = float("inf"), []
     for _ in range(repeats):
@@ -43,6 +48,13 @@ def timed(generator: DiffusionGenerator, captions: list[str], k: int, repeats: i
         images = generator.generate(captions, k)
         best = min(best, time.perf_counter() - start)
     return len(captions) * k / best, images
+
+
+def procedural_rate(size: int, captions: list[str], k: int, repeats: int) -> float:
+    """Images/s of the procedural generator at `size` px (best of `repeats`, after a warm-up)."""
+    generator = ProceduralGenerator(size=size)
+    rate, _ = timed(generator, captions, k, repeats)
+    return rate
 
 
 def main() -> None:
@@ -58,6 +70,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=2, help="images per caption")
     parser.add_argument("--batch", type=int, default=32, help="images per pipeline call when batching")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--procedural_sizes", type=int, nargs="*", default=[32, 64, 224])
     args = parser.parse_args()
     captions = procedural_captions(args.captions, seed=0)
     one_rate, one_images = timed(make(args, batch_size=args.k), captions, args.k, args.repeats)
@@ -73,6 +86,12 @@ def main() -> None:
     print(
         f"speed-up batched / one-at-a-time: {batch_rate / one_rate:.2f}x  (max pixel difference {diff:.0f}/255)"
     )
+    if args.procedural_sizes:
+        torch.set_num_threads(1)
+        print(f"\nprocedural generator, one thread, {len(captions)} captions x 8 images")
+        print(f"{'size':<8}{'images/s':>10}")
+        for size in args.procedural_sizes:
+            print(f"{size:<8}{procedural_rate(size, captions, 8, args.repeats):>10.0f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fixtures.tiny_sd import build_tiny_sd_pipeline, save_tiny_sd_pipeline
 from stablerep_pl.captions.keys import caption_key
@@ -69,3 +70,27 @@ def test_bad_settings_are_rejected() -> None:
         DiffusionGenerator(dtype="float8")
     with pytest.raises(ValueError, match="no scheduler class"):
         DiffusionGenerator.from_pipeline(build_tiny_sd_pipeline(), scheduler="NoSuchScheduler")
+
+
+def test_each_distinct_caption_is_encoded_once(generator: DiffusionGenerator) -> None:
+    # k images of a caption share its text embedding: the encoder sees each caption once per batch.
+    pipe = generator.pipe
+    seen: list[list[str]] = []
+    encode = pipe.encode_prompt
+
+    def counting(*args, **kwargs):
+        seen.append(list(kwargs["prompt"]))
+        return encode(*args, **kwargs)
+
+    pipe.encode_prompt = counting
+    try:
+        captions = ["a red star", "a blue ring on grass", "a red star"]
+        positive, negative = generator._encode_once_per_caption(pipe, captions, guided=True)
+    finally:
+        del pipe.encode_prompt
+    assert seen == [["a red star", "a blue ring on grass"]]
+    reference, reference_negative = encode(
+        prompt=captions, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
+    assert torch.equal(positive, reference) and torch.equal(negative, reference_negative)
+    assert torch.equal(positive[0], positive[2])

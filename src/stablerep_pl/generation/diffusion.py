@@ -153,8 +153,9 @@ class DiffusionGenerator(ImageGenerator):
     def render_variants(
         self, requests: Sequence[ImageRequest], variants: Sequence[Mapping[str, Any]]
     ) -> list[list[Image.Image]]:
-        """One prompt encoding per batch, shared by every variant's pipeline call (when the pipeline
-        takes SD-style embeddings; otherwise each call encodes its prompts itself)."""
+        """One prompt encoding per distinct caption of the batch (not per image), shared by every
+        variant's pipeline call, when the pipeline takes SD-style embeddings; otherwise each call
+        encodes its prompts itself."""
         if not requests:
             return [[] for _ in variants]
         pipe = self.pipe
@@ -162,14 +163,23 @@ class DiffusionGenerator(ImageGenerator):
         embeddings = None
         if takes_prompt_embeddings(pipe):
             guided = any(c.guidance_scale > 1 for c in copies)
-            embeddings = pipe.encode_prompt(
-                prompt=[r.caption for r in requests],
-                device=getattr(pipe, "_execution_device", self.device),
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=guided,
-                negative_prompt=self._negative_prompts(len(requests)),
-            )
+            embeddings = self._encode_once_per_caption(pipe, [r.caption for r in requests], guided)
         return [c._call_pipeline(pipe, requests, embeddings) for c in copies]
+
+    def _encode_once_per_caption(self, pipe: Any, captions: list[str], guided: bool) -> tuple:
+        """(positive, negative) embeddings, one row per image, from one encoding per distinct caption:
+        k images of a caption cost one text-encoder row instead of k."""
+        distinct = list(dict.fromkeys(captions))
+        positive, negative = pipe.encode_prompt(
+            prompt=distinct,
+            device=getattr(pipe, "_execution_device", self.device),
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=guided,
+            negative_prompt=self._negative_prompts(len(distinct)),
+        )
+        row = {caption: i for i, caption in enumerate(distinct)}
+        index = torch.tensor([row[c] for c in captions], device=positive.device)
+        return positive[index], None if negative is None else negative[index]
 
     def _negative_prompts(self, count: int) -> list[str] | None:
         return None if self.negative_prompt is None else [self.negative_prompt] * count
@@ -201,7 +211,7 @@ class DiffusionGenerator(ImageGenerator):
             ).images
         finally:
             pipe.scheduler = previous
-        return [self._resize(image.convert("RGB")) for image in images]
+        return [self._resize(image if image.mode == "RGB" else image.convert("RGB")) for image in images]
 
     def _resize(self, image: Image.Image) -> Image.Image:
         if self.output_size is None or image.size == (self.output_size, self.output_size):
