@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py                    # one process
     python benchmarks/overhead.py --ddp              # 2 CPU processes (gloo), DDP in both loops
+    python benchmarks/overhead.py --ddp --breakdown  # also Lightning without each piece, to attribute it
 
 Both loops train the same StableRep module (a tiny MLP backbone, per-view head, multi-positive loss)
 on one fixed in-memory batch with the same AdamW + warmup/cosine schedule. The Lightning loop uses the
@@ -15,12 +16,14 @@ GPU step), where only the added milliseconds matter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import torch
@@ -31,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stablerep_pl.callbacks import ExactResume, ImageThroughputMonitor, RunSummary
-from stablerep_pl.methods import StableRep
+from stablerep_pl.methods import StableRep, step_stats
 from stablerep_pl.methods.optim import OptimConfig, build_adamw, warmup_cosine_factor
 
 N, M, SIZE = 16, 2, 8  # captions, views, pixels: a step of a few milliseconds
@@ -78,18 +81,28 @@ def make_batch(rank: int) -> dict:
     }
 
 
+class LossOf(nn.Module):
+    """`forward(batch)` = the module's loss, so DDP's forward runs and its gradient all-reduce fires
+    (calling `compute_losses` on `ddp.module` would skip the reducer: no gradient sync at all)."""
+
+    def __init__(self, module: StableRep) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.module.compute_losses(batch)["loss"]
+
+
 def bare(steps: int, rank: int, world: int) -> float:
-    """Median step time of forward, backward, AdamW, schedule (DDP-wrapped when distributed)."""
+    """Median step time of forward, backward, AdamW, schedule (through DDP when distributed)."""
     module = make_module(0)
-    model = nn.parallel.DistributedDataParallel(module) if world > 1 else module
+    model = nn.parallel.DistributedDataParallel(LossOf(module)) if world > 1 else LossOf(module)
     optimizer = build_adamw(module, module.optim, 1e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, 5, steps))
     batch, times = make_batch(rank), []
     for _ in range(steps):
         start = time.perf_counter()
-        loss = (
-            model.module.compute_losses(batch)["loss"] if world > 1 else model.compute_losses(batch)["loss"]
-        )
+        loss = model(batch)
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -98,18 +111,34 @@ def bare(steps: int, rank: int, world: int) -> float:
     return statistics.median(times[5:])
 
 
-def lightning(steps: int, rank: int, world: int, root: Path) -> float:
-    """Median batch-to-batch time of Trainer.fit with the quickstart's trainer settings."""
+# What --breakdown drops, one at a time. "step_allreduce" is the step-stats collective (losses, NaN
+# flags, skip count in one all-reduce): dropped by letting the method believe it is alone (timing only).
+PIECES = ("progress_bar", "logger", "checkpointing", "monitors", "run_summary", "step_allreduce")
+
+
+def lightning(steps: int, rank: int, world: int, root: Path, without: str | None = None) -> float:
+    """Median batch-to-batch time of Trainer.fit with the quickstart's trainer settings, optionally
+    without one piece (`PIECES`) to attribute the per-step cost."""
     clock = StepClock()
-    callbacks = [LearningRateMonitor(logging_interval="step"), ImageThroughputMonitor(), ExactResume(),
-                 ModelCheckpoint(dirpath=root / "ckpt", save_last=True), RunSummary(), clock]  # fmt: skip
+    pieces = {
+        "monitors": [LearningRateMonitor(logging_interval="step"), ImageThroughputMonitor()],
+        "checkpointing": [ExactResume(), ModelCheckpoint(dirpath=root / "ckpt", save_last=True)],
+        "run_summary": [RunSummary()],
+    }
+    callbacks = [c for name, group in pieces.items() if name != without for c in group] + [clock]
+    if without == "logger":  # the lr monitor refuses a trainer without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    logger = TensorBoardLogger(root, name="overhead") if without != "logger" else False
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=world, strategy="ddp" if world > 1 else "auto",
-        precision="32-true", log_every_n_steps=10, logger=TensorBoardLogger(root, name="overhead"),
-        callbacks=callbacks, enable_model_summary=False, num_sanity_val_steps=0,
+        precision="32-true", log_every_n_steps=10, logger=logger, callbacks=callbacks,
+        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=without != "progress_bar",
+        enable_checkpointing=without != "checkpointing",
     )  # fmt: skip
     data = DataLoader(SameBatch(make_batch(trainer.global_rank), steps), batch_size=None)
-    trainer.fit(make_module(0), train_dataloaders=data)
+    alone = mock.patch.object(step_stats, "world_info", lambda: (0, 1))
+    with alone if without == "step_allreduce" else contextlib.nullcontext():
+        trainer.fit(make_module(0), train_dataloaders=data)
     gaps = [b - a for a, b in zip(clock.starts, clock.starts[1:])]
     return statistics.median(gaps[5:])
 
@@ -121,24 +150,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ddp", action="store_true", help="2 processes (gloo) instead of one")
+    parser.add_argument("--breakdown", action="store_true", help=f"also Lightning without each of {PIECES}")
     args = parser.parse_args()
     torch.set_num_threads(1)
     world = 2 if args.ddp else 1
     os.environ.setdefault("PL_DISABLE_FORK", "1")
-    results: dict[str, list[float]] = {"bare": [], "lightning": []}
+    variants = [None, *(PIECES if args.breakdown else ())]
+    results: dict[str, list[float]] = {
+        "bare": [],
+        **{f"lightning{f' -{v}' if v else ''}": [] for v in variants},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            results["lightning"].append(lightning(args.steps, 0, world, Path(tmp) / f"r{repeat}"))
+            for variant in variants:
+                time_ = lightning(args.steps, 0, world, Path(tmp) / f"r{repeat}-{variant}", variant)
+                results[f"lightning{f' -{variant}' if variant else ''}"].append(time_)
             rank = dist.get_rank() if dist.is_initialized() else 0
             results["bare"].append(bare(args.steps, rank, world))
     if dist.is_initialized() and dist.get_rank() != 0:
         return
-    bare_ms, pl_ms = (1000 * statistics.median(results[k]) for k in ("bare", "lightning"))
+    medians = {k: 1000 * statistics.median(v) for k, v in results.items()}
+    bare_ms, pl_ms = medians["bare"], medians["lightning"]
     added = pl_ms - bare_ms
     print(f"{'ddp 2 processes' if args.ddp else 'one process'}: bare {bare_ms:.2f} ms/step, Lightning "
           f"{pl_ms:.2f} ms/step (medians of {args.repeats} interleaved repeats × {args.steps} steps)")  # fmt: skip
     print(f"added per step: {added:.2f} ms; ratio {pl_ms / bare_ms:.3f}× here, {(100 + added) / 100:.3f}× at a "
           "100 ms step")  # fmt: skip
+    for name in results:
+        if name.startswith("lightning -"):
+            print(
+                f"  {name:<28}{medians[name]:8.2f} ms/step  (the piece costs {pl_ms - medians[name]:+.2f} ms)"
+            )
     print("every run:", {k: [round(1000 * v, 2) for v in vs] for k, vs in results.items()})
     sys.stdout.flush()
 

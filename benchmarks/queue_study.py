@@ -45,6 +45,9 @@ RUNS = {
     "plain": [],
     "queue": [*QUEUE, "--model.init_args.momentum=null"],
     "queue_momentum": [*QUEUE, "--model.init_args.momentum=0.99"],
+    # the momentum encoder alone (its keys are the batch's candidates, no queue): separates what the
+    # queue does from what the slower-moving keys do
+    "momentum_only": [*QUEUE, "--model.init_args.momentum=0.99", "--model.init_args.queue_size=0"],
 }
 SUMMARY_LINE = re.compile(r"^\s+(\S+): top-1 ([\d.]+)%", re.MULTILINE)
 

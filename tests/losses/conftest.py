@@ -44,15 +44,23 @@ def naive_multipos(features: Tensor, labels: Tensor, temperature: float) -> Tens
 
 
 def naive_multipos_queue(
-    features: Tensor, labels: Tensor, queue: Tensor, queue_labels: Tensor, temperature: float
+    features: Tensor,
+    labels: Tensor,
+    queue: Tensor,
+    queue_labels: Tensor,
+    temperature: float,
+    keys: Tensor | None = None,
 ) -> Tensor:
     """Per anchor: candidates = all other batch images and every queue entry (a constant: no gradient),
-    softmax over all of them, p uniform over same-label candidates in batch ∪ queue, 0 if none."""
+    softmax over all of them, p uniform over same-label candidates in batch ∪ queue, 0 if none.
+    With `keys` (momentum-encoder rows of the same images), the other batch images are represented by
+    their keys, constants like the queue (MoCo); the anchor stays the online feature."""
     z, q = _unit(features), _unit(queue.detach())
+    others = z if keys is None else _unit(keys.detach())
     ids, queue_ids = labels.tolist(), queue_labels.tolist()
     out = []
     for a in range(len(ids)):
-        candidates = [(z[j], ids[j]) for j in range(len(ids)) if j != a]
+        candidates = [(others[j], ids[j]) for j in range(len(ids)) if j != a]
         candidates += [(q[k], queue_ids[k]) for k in range(len(queue_ids))]
         positives = [c for c in candidates if c[1] == ids[a]]
         if not positives:

@@ -93,11 +93,12 @@ def test_partially_filled_queue_uses_only_filled_slots(naive) -> None:
 @pytest.mark.parametrize("with_keys", [False, True])
 def test_steps_enqueue_after_the_loss_fifo_with_wraparound(naive, with_keys: bool) -> None:
     """Five steps into a queue of 7: every step's loss sees the queue of the steps before (never its
-    own images), and the queue holds the newest rows (keys if given) in FIFO order."""
+    own images), the batch's candidates are its keys when given, and the queue holds the newest rows
+    (keys if given) in FIFO order."""
     g = torch.Generator().manual_seed(5)
 
-    def reference(x, labels, queue, queue_ids):
-        return naive.multipos_queue(x, labels, queue, queue_ids, 0.2).mean()
+    def reference(x, labels, queue, queue_ids, keys):
+        return naive.multipos_queue(x, labels, queue, queue_ids, 0.2, keys).mean()
 
     module = MultiPosQueueLoss(DIM, queue_size=7, temperature=0.2).double().train()
     history: list[tuple[torch.Tensor, torch.Tensor]] = []  # every enqueued row, oldest first
@@ -109,7 +110,7 @@ def test_steps_enqueue_after_the_loss_fifo_with_wraparound(naive, with_keys: boo
         queue_ids = torch.tensor([i for _, i in history[-7:]], dtype=torch.int64)
         queue_rows = torch.stack(queue) if queue else torch.zeros(0, DIM, dtype=torch.float64)
         got = value_and_grad(module, features, labels, keys)
-        expected = value_and_grad(reference, features, labels, queue_rows, queue_ids)
+        expected = value_and_grad(reference, features, labels, queue_rows, queue_ids, keys)
         torch.testing.assert_close(got, expected, **TOL)
         new_rows = unit(keys if with_keys else features)
         history += list(zip(new_rows, labels.tolist()))
@@ -197,3 +198,34 @@ def test_bad_inputs_fail_with_names() -> None:
         module(torch.randn(3, 4), torch.zeros(3))
     with pytest.raises(ValueError, match="queue_labels must have shape"):
         multipos_queue_loss(torch.randn(3, 4), torch.arange(3), torch.randn(2, 4), torch.arange(3))
+
+
+def test_keys_are_the_batch_candidates_and_carry_no_gradient(naive) -> None:
+    """MoCo: with keys, the other batch images enter as their keys (constants). Keys equal to the
+    features give the plain loss's value, but gradient only through the anchors (half the path)."""
+    labels, queue_ids = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1, 3])
+    features = torch.randn(6, DIM, dtype=torch.float64)
+    queue = unit(torch.randn(2, DIM, dtype=torch.float64))
+    keys = torch.randn(6, DIM, dtype=torch.float64)
+
+    def with_keys(x, k):
+        return multipos_queue_loss_with_keys(x, labels, k, queue, queue_ids)
+
+    got = value_and_grad(lambda x: with_keys(x, keys), features)
+    expected = value_and_grad(
+        lambda x: naive.multipos_queue(x, labels, queue, queue_ids, 0.1, keys).mean(), features
+    )
+    torch.testing.assert_close(got, expected, **TOL)
+    same_value, anchor_only_grad = value_and_grad(lambda x: with_keys(x, x.detach()), features)
+    plain_value, plain_grad = value_and_grad(
+        lambda x: multipos_queue_loss(x, labels, queue, queue_ids), features
+    )
+    torch.testing.assert_close(same_value, plain_value, **TOL)
+    assert not torch.allclose(anchor_only_grad, plain_grad)
+
+
+def multipos_queue_loss_with_keys(features, labels, keys, queue, queue_ids) -> torch.Tensor:
+    """The module's training-mode loss with `keys`, on a queue filled with (queue, queue_ids)."""
+    module = MultiPosQueueLoss(DIM, queue_size=queue.shape[0]).double().train()
+    module.enqueue(queue, queue_ids)
+    return module(features, labels, keys)

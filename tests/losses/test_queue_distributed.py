@@ -3,7 +3,8 @@
 One pair of worker subprocesses (`queue_dist_worker.py`) runs every scenario: several steps, unequal
 and empty local batches, a queue that wraps around, with and without momentum keys. Rank r
 back-propagates w_r · L_r with w_r = n_r / N. After every step:
-- L_r is the mean over rank r's anchors of the naive per-anchor losses against [global batch ; queue];
+- L_r is the mean over rank r's anchors of the naive per-anchor losses against [global batch ; queue]
+  (the global batch as its keys when given);
 - Σ_r w_r L_r and the concatenated feature gradients equal the single process's, keys get none;
 - both ranks hold the same queue, equal to the single process's (the gathered batch in rank order).
 """
@@ -85,7 +86,9 @@ def test_two_ranks_equal_one_process_step_by_step(naive, rank_results: list[dict
         features = step["features"].clone().requires_grad_(True)
         value = single(features, step["labels"], step["keys"])
         (grad,) = torch.autograd.grad(value, features)
-        per_anchor = naive.multipos_queue(step["features"], step["labels"], queue, queue_ids, temperature)
+        per_anchor = naive.multipos_queue(
+            step["features"], step["labels"], queue, queue_ids, temperature, step["keys"]
+        )
         results = [rank[name][index] for rank in rank_results]
         split, total = step["splits"], sum(step["splits"])
         for rank, result in enumerate(results):

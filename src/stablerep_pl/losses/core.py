@@ -150,13 +150,19 @@ def masked_row_reduce(
 
 
 def positive_stats(
-    anchors: Tensor, candidates: Tensor, anchor_labels: Tensor, candidate_labels: Tensor, exclude_self: bool
+    anchors: Tensor,
+    candidates: Tensor,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor,
+    exclude_self: bool,
+    self_rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Σ_{j∈pos(a)} a·b_j and |pos(a)| for every anchor, in O((N + U)·D) memory — no N×N mask.
 
     Positives of a are the candidates with a's label: Σ_j a·b_j = a·S_label(a), with S the per-label
     sum of candidate features (index_add over compacted labels). When the anchors are themselves among
-    the candidates (`exclude_self`), a's own term a·a and its count are removed.
+    the candidates (`exclude_self`), a's own term and its count are removed: a·a, or a·r with `self_rows`
+    when a's own column holds another encoding r of the same image (a momentum key).
     """
     num_anchors = anchor_labels.shape[0]
     unique, inverse = torch.unique(torch.cat([anchor_labels, candidate_labels]), return_inverse=True)
@@ -167,7 +173,8 @@ def positive_stats(
     dot = (anchors * sums[anchor_ids]).sum(dim=1)
     count = counts[anchor_ids]
     if exclude_self:
-        dot = dot - (anchors * anchors).sum(dim=1)
+        own = anchors if self_rows is None else self_rows
+        dot = dot - (anchors * own).sum(dim=1)
         count = count - 1
     return dot, count
 
@@ -180,14 +187,21 @@ def multipos_cross_entropy(
     scale: Tensor | float,
     self_offset: int | None = None,
     chunk_size: int | None = None,
+    self_is_anchor: bool = True,
 ) -> Tensor:
     """[n] per-anchor H(p, q): q = softmax_j(scale·a·b_j), p uniform over a's positives.
 
     H(p, q) = logsumexp_j(scale·a·b_j) − scale · mean_{j∈pos(a)} a·b_j. Inputs are ℓ2-normalised.
-    `self_offset` is the anchors' row offset inside `candidates` (same-modality losses), None when
-    anchors and candidates are different sets (image→text). Anchors without positives give 0.
+    `self_offset` is the row offset inside `candidates` of each anchor's own column, which is excluded
+    (same-modality losses); None when anchors and candidates are different sets (image→text). That
+    column holds the anchor itself unless `self_is_anchor` is False (a momentum key of the same image).
+    Anchors without positives give 0.
     """
-    dot, count = positive_stats(anchors, candidates, anchor_labels, candidate_labels, self_offset is not None)
+    self_rows = None
+    if self_offset is not None and not self_is_anchor:
+        self_rows = candidates[self_offset : self_offset + anchors.shape[0]]
+    exclude_self = self_offset is not None
+    dot, count = positive_stats(anchors, candidates, anchor_labels, candidate_labels, exclude_self, self_rows)
     lse = masked_row_reduce(anchors * scale, candidates, LOGSUMEXP, self_offset, chunk_size)
     loss = lse - scale * dot / count.clamp(min=1).to(dot.dtype)
     return torch.where(count > 0, loss, torch.zeros_like(loss))

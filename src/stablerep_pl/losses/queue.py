@@ -7,7 +7,10 @@ global batch plus the queue, and positives are every candidate with the anchor's
 of the same caption seen a few steps ago (next epoch on the fly, or a reused rendering) is a true
 positive, not a negative. The anchor itself is excluded exactly as in `MultiPosConLoss`; queue entries
 are constants (no gradient). Entries come from a momentum encoder (`keys`) or, without one, from the
-detached current projections.
+detached current projections. With keys, the current batch's candidates are its keys too (MoCo: the
+online projections are only the anchors), so every candidate comes from the same slowly moving
+encoder; mixing online batch candidates with momentum queue entries let the network separate "this
+step" from "earlier steps" and it learnt nothing (measured, README "Small batches: a memory queue").
 
 Distributed: each rank's anchors meet the gathered global batch and the queue; after the loss every
 rank enqueues the same gathered rows in rank order, so all ranks hold the same queue without
@@ -54,13 +57,18 @@ def _queue_loss(
         with_grad.append(False)
     gathered, offsets = gather_batch(tensors, with_grad, gather_distributed)
     batch, batch_labels = gathered[0], gathered[1]
-    candidates, candidate_labels = batch, batch_labels
+    # With keys, the batch's candidates are its keys, as in MoCo: positives and negatives then come
+    # from the same encoder as the queue. With online candidates next to momentum (or older) queue
+    # entries, an anchor can tell "this step" from "earlier steps" and push the queue away by drifting,
+    # without learning content (measured: the loss stays at log(#candidates), README "Small batches").
+    candidates = gathered[2] if keys is not None else batch
+    candidate_labels = batch_labels
     if queue_features.shape[0] > 0:  # empty: exactly the plain loss, gradients bit for bit
         # The batch comes first, so each anchor's own column stays at its offset in the gathered batch.
-        candidates = torch.cat([batch, queue_features.detach().to(batch.dtype)])
+        candidates = torch.cat([candidates, queue_features.detach().to(batch.dtype)])
         candidate_labels = torch.cat([batch_labels, queue_labels.to(batch_labels)])
     per_anchor = multipos_cross_entropy(
-        local, candidates, local_labels, candidate_labels, scale, offsets[0], chunk_size
+        local, candidates, local_labels, candidate_labels, scale, offsets[0], chunk_size, keys is None
     )
     new_rows = gathered[2] if keys is not None else batch.detach()
     return mean_over_anchors(per_anchor), new_rows, batch_labels
@@ -102,7 +110,8 @@ class MultiPosQueueLoss(nn.Module):
 
     `loss(features [N_local, D], labels [N_local], keys [N_local, D] | None) -> scalar`. In training
     mode the loss reads the filled part of the queue, then enqueues the gathered `keys` (momentum
-    encoder projections) or, without keys, the gathered detached features. In eval mode the queue is
+    encoder projections) or, without keys, the gathered detached features. With keys, the batch's
+    candidates are the gathered keys (constants) and only the anchors carry gradient. In eval mode the queue is
     neither read nor written, so the value is `MultiPosConLoss`'s: held-out captions are numbered
     apart from the training captions (their ids would meet false positives in the queue), and a
     validation pass must not change the training state.

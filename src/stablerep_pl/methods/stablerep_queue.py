@@ -5,7 +5,9 @@ candidates. `MultiPosQueueLoss` adds the last `queue_size` images of earlier ste
 ids, as candidates. Their projections come either from the online network, detached (`momentum:
 null`, no extra compute, but entries go stale as the network moves), or from a momentum encoder, an
 exponential moving average of backbone + head (MoCo), which keeps queue entries consistent with each
-other at the cost of one more forward pass without gradient per step.
+other at the cost of one more forward pass without gradient per step; the momentum keys then also
+stand for the current batch as candidates, so the online projections are only anchors. Measured on
+the quickstart (README, "Small batches: a memory queue"): without momentum the run learns nothing.
 """
 
 from __future__ import annotations
