@@ -27,6 +27,17 @@ def test_verdicts_name_the_bound_and_the_fix(monkeypatch) -> None:
     assert verdict(m(400), m(100), m(60), workers=2, mode="batched").startswith("overhead-bound")
 
 
+def test_on_cpu_input_and_model_sharing_the_cores_is_not_called_overhead(monkeypatch) -> None:
+    # Measured alone, the input (852 img/s) and the model (1368) each had both cores; together they
+    # share them, so the full step lies between the serial rate 1/(1/852 + 1/1368) = 525 and 852.
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    shared = verdict(m(852), m(1368), m(709), workers=1, mode="per_image", device_type="cpu")
+    assert shared.startswith("cpu-shared") and "525" in shared and "augmentation_mode: batched" in shared
+    # Below even the serial rate it is overhead; on an accelerator the cores are not shared.
+    assert verdict(m(852), m(1368), m(400), 1, "per_image", device_type="cpu").startswith("overhead-bound")
+    assert verdict(m(852), m(1368), m(709), 1, "per_image", device_type="cuda").startswith("overhead-bound")
+
+
 def test_benchmark_options_are_separated_from_fit_options() -> None:
     ours, fit = split_args(
         ["--config", "a.yaml", "--benchmark.steps", "3", "--benchmark.json=x.json", "--trainer.max_steps=4"]
@@ -46,7 +57,7 @@ def test_benchmark_on_the_quickstart_at_reduced_size(tmp_path: Path, capsys) -> 
     for part in ("input", "model", "full"):
         assert saved[part]["images_per_s"] > 0 and saved[part]["steps"] == 3
     assert saved["model"]["extra"]["flops_per_step"] > 0 and saved["model"]["extra"]["mfu"] is None  # CPU
-    assert saved["verdict"].split(":")[0] in {"input-bound", "compute-bound", "overhead-bound"}
+    assert saved["verdict"].split(":")[0] in {"input-bound", "compute-bound", "overhead-bound", "cpu-shared"}
     printed = capsys.readouterr().out
     assert "input pipeline alone" in printed and saved["verdict"] in printed
     assert report is None or report["verdict"] == saved["verdict"]
