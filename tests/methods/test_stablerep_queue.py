@@ -87,7 +87,8 @@ def test_keys_from_the_momentum_encoder_are_enqueued() -> None:
 
 
 def test_without_momentum_the_detached_projections_are_enqueued() -> None:
-    model = tiny(momentum=None).train()
+    with pytest.warns(UserWarning, match="momentum=None"):  # measured not to learn: users are told
+        model = tiny(momentum=None).train()
     data = batch()
     loss = model.compute_losses(data)["loss"]
     projections = model.embed(data["images"])["projections"].detach()

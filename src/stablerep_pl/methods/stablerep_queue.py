@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -60,6 +61,14 @@ class StableRepQueue(StableRep):
         if "loss" in kwargs:
             raise ValueError(
                 "StableRepQueue builds its own MultiPosQueueLoss; set queue_size/temperature instead"
+            )
+        if momentum is None and queue_size > 0:
+            warnings.warn(
+                "StableRepQueue with momentum=None: queue entries are detached online projections of "
+                "earlier steps; on the procedural quickstart such a run learnt nothing (README, 'Small "
+                "batches: a memory queue'). Set momentum (e.g. 0.99) to train with a queue.",
+                UserWarning,
+                stacklevel=2,
             )
         queue = MultiPosQueueLoss(head_out_dim, queue_size, temperature, chunk_size=chunk_size)
         super().__init__(backbone, head_out_dim=head_out_dim, temperature=temperature, loss=queue, **kwargs)
