@@ -63,11 +63,11 @@ def test_console_script_is_installed() -> None:
     assert "fit" in out.stdout and "validate" in out.stdout
 
 
-def test_console_script_exits_zero_when_a_subcommand_returns_a_value() -> None:
+def test_console_script_exits_zero_when_a_subcommand_returns_a_value(tmp_path: Path) -> None:
     # `sys.exit(main())` in the installed script: a returned dict used to be printed to stderr, exit 1.
     exe = Path(sys.executable).with_name("stablerep")
     config = ROOT / "configs" / "replicate" / "paper_findings.yaml"
-    args = [str(exe), "replicate", "--config", str(config), "--quick", "--dry_run"]
+    args = [str(exe), "replicate", "--config", str(config), "--quick", "--dry_run", f"--out={tmp_path}"]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "{'cells'" not in out.stderr and "todo " in out.stdout
