@@ -143,6 +143,11 @@ def lightning(steps: int, rank: int, world: int, root: Path, without: str | None
     return statistics.median(gaps[5:])
 
 
+def label(variant: str | None) -> str:
+    """Result key of a Lightning run: `lightning`, or `lightning -PIECE` without that piece."""
+    return "lightning" if variant is None else f"lightning -{variant}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,15 +161,13 @@ def main() -> None:
     world = 2 if args.ddp else 1
     os.environ.setdefault("PL_DISABLE_FORK", "1")
     variants = [None, *(PIECES if args.breakdown else ())]
-    results: dict[str, list[float]] = {
-        "bare": [],
-        **{f"lightning{f' -{v}' if v else ''}": [] for v in variants},
-    }
+    results: dict[str, list[float]] = {"bare": [], **{label(v): [] for v in variants}}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for variant in variants:
-                time_ = lightning(args.steps, 0, world, Path(tmp) / f"r{repeat}-{variant}", variant)
-                results[f"lightning{f' -{variant}' if variant else ''}"].append(time_)
+                results[label(variant)].append(
+                    lightning(args.steps, 0, world, Path(tmp) / f"r{repeat}-{variant}", variant)
+                )
             rank = dist.get_rank() if dist.is_initialized() else 0
             results["bare"].append(bare(args.steps, rank, world))
     if dist.is_initialized() and dist.get_rank() != 0:

@@ -66,6 +66,19 @@ def test_positive_stats_excludes_self() -> None:
     torch.testing.assert_close(dot[1], torch.zeros((), dtype=torch.float64))
 
 
+def test_positive_stats_excludes_another_encoding_of_self() -> None:
+    """With `self_rows` (a momentum key of each anchor's image in its own column) the removed own
+    term is a·r, not a·a; checked against loops over the candidates other than the own column."""
+    anchors, candidates = torch.randn(3, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    labels = torch.tensor([1, 1, 2, 1, 4, 2])
+    dot, count = positive_stats(anchors, candidates, labels[2:5], labels, True, candidates[2:5])
+    for a in range(3):
+        pos = [j for j in range(6) if j != a + 2 and labels[j] == labels[a + 2]]
+        assert count[a].item() == len(pos)
+        expected = sum((anchors[a] @ candidates[j] for j in pos), torch.zeros((), dtype=torch.float64))
+        torch.testing.assert_close(dot[a], expected)
+
+
 def test_single_process_gather_is_identity(monkeypatch) -> None:
     x, labels = torch.randn(4, 2), torch.arange(4)
     assert world_info() == (0, 1)

@@ -4,8 +4,9 @@ Measures, for the given fit config, (a) the input pipeline alone (images/s out o
 workers as configured), (b) the model step alone on synthetic tensors of the same shape (forward +
 backward + optimiser: images/s, peak memory, FLOPs and MFU where the device's peak is known), and
 (c) the full training step as `stablerep fit` runs it; then names the bound: input, compute,
-overhead, or on a CPU device the cores that input and model share, and what would change it. Every `stablerep fit` option is accepted (overrides after the
-config); the benchmark's own options are `--benchmark.*`.
+overhead, or on a CPU device the cores that input and model share, and what would change it. Every
+`stablerep fit` option is accepted (overrides after the config); the benchmark's own options are
+`--benchmark.*`.
 """
 
 from __future__ import annotations
@@ -64,16 +65,16 @@ def verdict(
     without any framework overhead. That case is named `cpu-shared`, not overhead.
     """
     ceiling = min(data.images_per_s, model.images_per_s)
-    serial = 1 / (1 / data.images_per_s + 1 / model.images_per_s)
-    shared = device_type == "cpu" and full.images_per_s >= OVERHEAD_TOLERANCE * serial
-    if full.images_per_s < OVERHEAD_TOLERANCE * ceiling and shared:
-        lighter = ["augmentation_mode: batched"] if mode == "per_image" else []
-        lighter.append("cheaper rendering or a smaller model")
-        return (f"cpu-shared: the input ({data.images_per_s:.0f} img/s alone) and the model step "
-                f"({model.images_per_s:.0f} alone) share the CPU's {os.cpu_count() or 1} cores; one after the "
-                f"other they would give {serial:.0f} img/s and the full step reaches {full.images_per_s:.0f}; "
-                f"less CPU per image helps ({'; '.join(lighter)}); on an accelerator, rerun there")  # fmt: skip
     if full.images_per_s < OVERHEAD_TOLERANCE * ceiling:
+        serial = 1 / (1 / data.images_per_s + 1 / model.images_per_s)
+        if device_type == "cpu" and full.images_per_s >= OVERHEAD_TOLERANCE * serial:
+            lighter = ["augmentation_mode: batched"] if mode == "per_image" else []
+            lighter.append("cheaper rendering or a smaller model")
+            return (f"cpu-shared: the input ({data.images_per_s:.0f} img/s alone) and the model step "
+                    f"({model.images_per_s:.0f} alone) share the CPU's {os.cpu_count() or 1} cores; one after "
+                    f"the other they would give {serial:.0f} img/s and the full step reaches "
+                    f"{full.images_per_s:.0f}; less CPU per image helps ({'; '.join(lighter)}); on an "
+                    "accelerator, rerun there")  # fmt: skip
         lost = 100 * (1 - full.images_per_s / ceiling)
         return (f"overhead-bound: the full step reaches {full.images_per_s:.0f} img/s, {lost:.0f} % below both the "
                 f"input ({data.images_per_s:.0f}) and the model ({model.images_per_s:.0f}); look at logging, "

@@ -197,11 +197,9 @@ def multipos_cross_entropy(
     column holds the anchor itself unless `self_is_anchor` is False (a momentum key of the same image).
     Anchors without positives give 0.
     """
-    self_rows = None
-    if self_offset is not None and not self_is_anchor:
-        self_rows = candidates[self_offset : self_offset + anchors.shape[0]]
     exclude_self = self_offset is not None
-    dot, count = positive_stats(anchors, candidates, anchor_labels, candidate_labels, exclude_self, self_rows)
+    own = None if self_is_anchor or not exclude_self else candidates[self_offset : self_offset + len(anchors)]
+    dot, count = positive_stats(anchors, candidates, anchor_labels, candidate_labels, exclude_self, own)
     lse = masked_row_reduce(anchors * scale, candidates, LOGSUMEXP, self_offset, chunk_size)
     loss = lse - scale * dot / count.clamp(min=1).to(dot.dtype)
     return torch.where(count > 0, loss, torch.zeros_like(loss))

@@ -46,8 +46,8 @@ def _queue_loss(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(mean loss of this rank's anchors, rows to enqueue [B, D], their ids [B]), B = global batch.
 
-    The rows to enqueue are the gathered normalised `keys` when given, else the gathered features,
-    detached; either way in rank order, the same on every rank.
+    The rows to enqueue are the batch's candidates, detached: the gathered normalised `keys` when
+    given, else the gathered features; either way in rank order, the same on every rank.
     """
     local = normalize(features)
     local_labels = labels.to(device=features.device, dtype=torch.int64)
@@ -61,17 +61,16 @@ def _queue_loss(
     # from the same encoder as the queue. With online candidates next to momentum (or older) queue
     # entries, an anchor can tell "this step" from "earlier steps" and push the queue away by drifting,
     # without learning content (measured: the loss stays at log(#candidates), README "Small batches").
-    candidates = gathered[2] if keys is not None else batch
-    candidate_labels = batch_labels
-    if queue_features.shape[0] > 0:  # empty: exactly the plain loss, gradients bit for bit
+    batch_candidates = gathered[2] if keys is not None else batch
+    candidates, candidate_labels = batch_candidates, batch_labels
+    if queue_features.shape[0] > 0:  # empty and no keys: exactly the plain loss, gradients bit for bit
         # The batch comes first, so each anchor's own column stays at its offset in the gathered batch.
-        candidates = torch.cat([candidates, queue_features.detach().to(batch.dtype)])
+        candidates = torch.cat([batch_candidates, queue_features.detach().to(batch.dtype)])
         candidate_labels = torch.cat([batch_labels, queue_labels.to(batch_labels)])
     per_anchor = multipos_cross_entropy(
         local, candidates, local_labels, candidate_labels, scale, offsets[0], chunk_size, keys is None
     )
-    new_rows = gathered[2] if keys is not None else batch.detach()
-    return mean_over_anchors(per_anchor), new_rows, batch_labels
+    return mean_over_anchors(per_anchor), batch_candidates.detach(), batch_labels
 
 
 def multipos_queue_loss(
@@ -111,8 +110,8 @@ class MultiPosQueueLoss(nn.Module):
     `loss(features [N_local, D], labels [N_local], keys [N_local, D] | None) -> scalar`. In training
     mode the loss reads the filled part of the queue, then enqueues the gathered `keys` (momentum
     encoder projections) or, without keys, the gathered detached features. With keys, the batch's
-    candidates are the gathered keys (constants) and only the anchors carry gradient. In eval mode the queue is
-    neither read nor written, so the value is `MultiPosConLoss`'s: held-out captions are numbered
+    candidates are the gathered keys (constants) and only the anchors carry gradient. In eval mode
+    the queue is neither read nor written, so the value is `MultiPosConLoss`'s: held-out captions are numbered
     apart from the training captions (their ids would meet false positives in the queue), and a
     validation pass must not change the training state.
 
