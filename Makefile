@@ -43,9 +43,10 @@ probe: install
 replicate: install
 	$(BIN)/stablerep replicate --config configs/replicate/paper_findings.yaml
 
-# Two pytest workers (pytest-xdist) on the 2-core machines; the 15 slowest tests are printed at the end.
+# Two pytest workers (pytest-xdist; idle workers steal queued tests) on the 2-core machines, one
+# thread each (tests/conftest.py); the 15 slowest tests are printed at the end.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -6,7 +6,7 @@
 Everything after `--` is passed to `stablerep fit` (your config and overrides). The script runs
 `stablerep fit` three times in `--workdir`: (A) uninterrupted for `--steps` optimizer steps;
 (B) the same, SIGKILLed (the whole process group: launcher, DDP ranks, data workers) right after the
-checkpoint of step `--kill-after` was written; (C) resumed from B's `last.ckpt` to `--steps`. It then
+checkpoint of step `--kill-after` was written, side by side with A; (C) resumed from B's `last.ckpt` to `--steps`. It then
 compares every tensor of the final checkpoints with `torch.equal` and, step by step, the caption
 ids and loss each step trained on, and prints the first difference if there is one. Exit code 0
 means identical. Runs use `--trainer.deterministic=true`; a checkpoint is written every step.
@@ -88,18 +88,22 @@ def fit_command(fit_args: list[str], run_dir: Path, steps: int, extra_callbacks:
     return args
 
 
-def run(command: list[str], cwd: Path, timeout: float, expect_kill: bool = False) -> None:
+def start(command: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+
+
+def finish(process: subprocess.Popen, timeout: float, expect_kill: bool = False) -> None:
+    """Wait for `process`; raise with its output unless it ended as expected (SIGKILLed or exit 0)."""
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
         raise RuntimeError(
-            f"`{' '.join(command[:6])} …` timed out after {timeout} s\n{err[-4000:]}"
+            f"`{' '.join(process.args[:6])} …` timed out after {timeout} s\n{err[-4000:]}"
         ) from None
     killed = process.returncode == -signal.SIGKILL
     if killed != expect_kill or (not expect_kill and process.returncode != 0):
@@ -148,15 +152,17 @@ def resume_check(
     workdir = workdir.resolve()
     reference, resumed = workdir / "uninterrupted", workdir / "resumed"
     cwd = Path.cwd()  # relative config paths are the caller's
-    run(fit_command(fit_args, reference, steps, []), cwd, timeout)
     killer = {"class_path": "resume_check.KillAfterCheckpoint",
               "init_args": {"step": kill_after, "checkpoint": str(resumed / "ckpt" / "last.ckpt")}}  # fmt: skip
-    run(fit_command(fit_args, resumed, steps, [killer]), cwd, timeout, expect_kill=True)
-    run(
-        [*fit_command(fit_args, resumed, steps, []), f"--ckpt_path={resumed / 'ckpt' / 'last.ckpt'}"],
-        cwd,
-        timeout,
-    )
+    # A and B are independent runs (own folders and process groups): side by side, since most of a
+    # short run is interpreter start-up. A is still a whole uninterrupted run.
+    uninterrupted = start(fit_command(fit_args, reference, steps, []), cwd)
+    try:
+        finish(start(fit_command(fit_args, resumed, steps, [killer]), cwd), timeout, expect_kill=True)
+    finally:
+        finish(uninterrupted, timeout)
+    resume = [*fit_command(fit_args, resumed, steps, []), f"--ckpt_path={resumed / 'ckpt' / 'last.ckpt'}"]
+    finish(start(resume, cwd), timeout)
     return compare(reference, resumed)
 
 
