@@ -159,8 +159,11 @@ def resume_check(
     uninterrupted = start(fit_command(fit_args, reference, steps, []), cwd)
     try:
         finish(start(fit_command(fit_args, resumed, steps, [killer]), cwd), timeout, expect_kill=True)
-    finally:
-        finish(uninterrupted, timeout)
+    except BaseException:  # report B's failure, not A's wait
+        os.killpg(uninterrupted.pid, signal.SIGKILL)
+        uninterrupted.communicate()
+        raise
+    finish(uninterrupted, timeout)
     resume = [*fit_command(fit_args, resumed, steps, []), f"--ckpt_path={resumed / 'ckpt' / 'last.ckpt'}"]
     finish(start(resume, cwd), timeout)
     return compare(reference, resumed)
