@@ -15,6 +15,7 @@ means identical. Runs use `--trainer.deterministic=true`; a checkpoint is writte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -160,7 +161,8 @@ def resume_check(
     try:
         finish(start(fit_command(fit_args, resumed, steps, [killer]), cwd), timeout, expect_kill=True)
     except BaseException:  # report B's failure, not A's wait
-        os.killpg(uninterrupted.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # A may have ended already
+            os.killpg(uninterrupted.pid, signal.SIGKILL)
         uninterrupted.communicate()
         raise
     finish(uninterrupted, timeout)
