@@ -41,16 +41,6 @@ def make(args: argparse.Namespace, batch_size: int) -> DiffusionGenerator:
     return DiffusionGenerator(model=args.model, dtype=args.dtype, **settings)
 
 
-def timed(generator: ImageGenerator, captions: list[str], k: int, repeats: int) -> tuple[float, list]:
-    generator.generate(captions[:1], 1)  # warm-up (weights, kernels)
-    best, images = float("inf"), []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        images = generator.generate(captions, k)
-        best = min(best, time.perf_counter() - start)
-    return len(captions) * k / best, images
-
-
 def interleaved(
     generators: list[ImageGenerator], captions: list[str], k: int, repeats: int
 ) -> tuple[list[list[float]], list[list]]:
@@ -70,9 +60,8 @@ def interleaved(
 
 def procedural_rate(size: int, captions: list[str], k: int, repeats: int) -> float:
     """Images/s of the procedural generator at `size` px (best of `repeats`, after a warm-up)."""
-    generator = ProceduralGenerator(size=size)
-    rate, _ = timed(generator, captions, k, repeats)
-    return rate
+    [rates], _ = interleaved([ProceduralGenerator(size=size)], captions, k, repeats)
+    return max(rates)
 
 
 def main() -> None:
