@@ -1,20 +1,18 @@
 """`stablerep export`: the backbone loads in timm with identical features."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from stablerep_pl.cli import StableRepCLI
+from stablerep_pl.cli import StableRepCLI, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("backbone", ["resnet10t", "vit_tiny_patch16_224"])
-def test_export_round_trip_through_timm(tmp_path: Path, backbone: str) -> None:
+def test_export_round_trip_through_timm(tmp_path: Path, backbone: str, capsys) -> None:
     cli = StableRepCLI(
         args=[
             "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--model.backbone.name={backbone}",
@@ -26,11 +24,9 @@ def test_export_round_trip_through_timm(tmp_path: Path, backbone: str) -> None:
     ckpt = tmp_path / "model.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     out = tmp_path / "backbone.safetensors"
-    result = subprocess.run(
-        [sys.executable, "-m", "stablerep_pl.cli", "export", str(ckpt), "--out", str(out)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert "timm.create_model" in result.stdout
+    capsys.readouterr()
+    main(["export", str(ckpt), "--out", str(out)])  # in-process: a real process is tested in test_cli_fit
+    assert "timm.create_model" in capsys.readouterr().out
     kwargs = {"img_size": 32, "patch_size": 4} if backbone.startswith("vit") else {}
     loaded = timm.create_model(
         backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)), num_classes=0, **kwargs
