@@ -6,7 +6,9 @@
 Everything after `--` is passed to `stablerep fit` (your config and overrides). The script runs
 `stablerep fit` three times in `--workdir`: (A) uninterrupted for `--steps` optimizer steps;
 (B) the same, SIGKILLed (the whole process group: launcher, DDP ranks, data workers) right after the
-checkpoint of step `--kill-after` was written, side by side with A; (C) resumed from B's `last.ckpt` to `--steps`. It then
+checkpoint of step `--kill-after` was written, side by side with A; (C) resumed from B's `last.ckpt` to `--steps`.
+Each run is its own process, forked from a server that imported torch and Lightning once
+(`stablerep_pl.cli.launch`); its output is in `fit_A.log`, `fit_B.log` and `fit_C.log`. It then
 compares every tensor of the final checkpoints with `torch.equal` and, step by step, the caption
 ids and loss each step trained on, and prints the first difference if there is one. Exit code 0
 means identical. Runs use `--trainer.deterministic=true`; a checkpoint is written every step.
@@ -15,18 +17,18 @@ means identical. Runs use `--trainer.deterministic=true`; a checkpoint is writte
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+
+from stablerep_pl.cli import launch
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,6 +71,7 @@ class StepRecorder(L.Callback):
 
 
 def fit_command(fit_args: list[str], run_dir: Path, steps: int, extra_callbacks: list[dict]) -> list[str]:
+    """`stablerep` arguments of one run: the caller's, plus a checkpoint every step and the recorder."""
     checkpoint = {
         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
         "init_args": {
@@ -82,33 +85,36 @@ def fit_command(fit_args: list[str], run_dir: Path, steps: int, extra_callbacks:
         checkpoint,
         {"class_path": "resume_check.StepRecorder", "init_args": {"out": str(run_dir / "steps")}},
     ]
-    args = [sys.executable, "-m", "stablerep_pl.cli", "fit", *fit_args, f"--trainer.max_steps={steps}",
-            "--trainer.deterministic=true", f"--trainer.default_root_dir={run_dir}"]  # fmt: skip
+    args = ["fit", *fit_args, f"--trainer.max_steps={steps}", "--trainer.deterministic=true",
+            f"--trainer.default_root_dir={run_dir}"]  # fmt: skip
     for callback in [*callbacks, *extra_callbacks]:
         args.append(f"--trainer.callbacks+={json.dumps(callback)}")
     return args
 
 
-def start(command: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+def start(command: list[str], cwd: Path, log: Path) -> launch.WarmProcess:
+    """A run in its own process group (DDP ranks and data workers die with it), output to `log`."""
+    pythonpath = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # for launched DDP ranks
+    return launch.start(command, log, cwd=cwd, env={"PYTHONPATH": pythonpath}, new_session=True,
+                        sys_path=[str(HERE)])  # fmt: skip
 
 
-def finish(process: subprocess.Popen, timeout: float, expect_kill: bool = False) -> None:
+def finish(process: launch.WarmProcess, timeout: float, expect_kill: bool = False) -> None:
     """Wait for `process`; raise with its output unless it ended as expected (SIGKILLed or exit 0)."""
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
+    if process.wait(timeout) is None:
+        process.kill()
         raise RuntimeError(
-            f"`{' '.join(process.args[:6])} …` timed out after {timeout} s\n{err[-4000:]}"
-        ) from None
+            f"`stablerep fit` timed out after {timeout} s; log {process.log}:\n{tail(process.log)}"
+        )
     killed = process.returncode == -signal.SIGKILL
     if killed != expect_kill or (not expect_kill and process.returncode != 0):
-        raise RuntimeError(f"`stablerep fit` exited with {process.returncode}\n{out[-2000:]}\n{err[-6000:]}")
+        raise RuntimeError(
+            f"`stablerep fit` exited with {process.returncode}; log {process.log}:\n{tail(process.log)}"
+        )
+
+
+def tail(log: Path, chars: int = 6000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.is_file() else "(no output)"
 
 
 def read_steps(run_dir: Path) -> dict[tuple[int, int], dict]:
@@ -155,19 +161,17 @@ def resume_check(
     cwd = Path.cwd()  # relative config paths are the caller's
     killer = {"class_path": "resume_check.KillAfterCheckpoint",
               "init_args": {"step": kill_after, "checkpoint": str(resumed / "ckpt" / "last.ckpt")}}  # fmt: skip
-    # A and B are independent runs (own folders and process groups): side by side, since most of a
-    # short run is interpreter start-up. A is still a whole uninterrupted run.
-    uninterrupted = start(fit_command(fit_args, reference, steps, []), cwd)
+    # A and B are independent runs (own folders and process groups), side by side.
+    uninterrupted = start(fit_command(fit_args, reference, steps, []), cwd, workdir / "fit_A.log")
     try:
-        finish(start(fit_command(fit_args, resumed, steps, [killer]), cwd), timeout, expect_kill=True)
+        killed = start(fit_command(fit_args, resumed, steps, [killer]), cwd, workdir / "fit_B.log")
+        finish(killed, timeout, expect_kill=True)
     except BaseException:  # report B's failure, not A's wait
-        with contextlib.suppress(ProcessLookupError):  # A may have ended already
-            os.killpg(uninterrupted.pid, signal.SIGKILL)
-        uninterrupted.communicate()
+        uninterrupted.kill()
         raise
     finish(uninterrupted, timeout)
     resume = [*fit_command(fit_args, resumed, steps, []), f"--ckpt_path={resumed / 'ckpt' / 'last.ckpt'}"]
-    finish(start(resume, cwd), timeout)
+    finish(start(resume, cwd, workdir / "fit_C.log"), timeout)
     return compare(reference, resumed)
 
 

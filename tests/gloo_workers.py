@@ -2,10 +2,10 @@
 
 A worker script is called as `python WORKER RANK WORLD INIT_FILE [EXTRA ...] OUT_DIR`, joins a gloo
 group through the file store, computes, and saves its results to `OUT_DIR/rank{RANK}.pt`; the test
-loads every rank's file. Each rank is its own process, forked from a multiprocessing forkserver that
-imported torch, Lightning and the package once per test process: a fresh interpreter per rank spent
-about 5 s importing them, for a second of work. A fork shares nothing with other ranks, other
-launches or the test process beyond those imports (the server never runs a torch operation).
+loads every rank's file. Each rank is its own process, forked from the forkserver of
+`stablerep_pl.cli.launch`, which imported torch, Lightning and the package once per test process: a
+fresh interpreter per rank spent about 5 s importing them, for a second of work. A fork shares
+nothing with other ranks, other launches or the test process beyond those imports.
 """
 
 from __future__ import annotations
@@ -23,27 +23,12 @@ import pytest
 import torch
 import torch.distributed as dist
 
-PRELOAD = [
-    "torch",
-    "torch.distributed",
-    "lightning.pytorch",
-    "stablerep_pl.callbacks",
-    "stablerep_pl.evaluation",
-]
-_context: Any = None
-
-
-def _forkserver() -> Any:
-    """The forkserver context, its server preloading PRELOAD when the first rank starts."""
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)
-    return _context
+from stablerep_pl.cli import launch
 
 
 def _run_rank(script: str, argv: list[str], log: str, env: dict[str, str]) -> None:
     """Inside the forked rank: output to `log`, then run `script` as `__main__` with `argv`."""
+    multiprocessing.set_start_method(None, force=True)  # the platform default, as in a fresh interpreter
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -59,7 +44,7 @@ def run_gloo_workers(
     """Run `world` ranks of `script`; fail the test with their output if any rank fails."""
     env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     init_file = out_dir / "store"
-    context = _forkserver()
+    context = launch.forkserver()
     ranks = []
     for rank in range(world):
         argv = [str(rank), str(world), str(init_file), *extra_args, str(out_dir)]
