@@ -1,12 +1,13 @@
 """Running cells as ordinary subprocesses, `jobs` at a time, and picking up a half-finished sweep.
 
 Each cell is `stablerep fit` then one `stablerep probe` per evaluation set, run exactly as printed
-(and stored in the cell's `result.json`), so any cell can be redone by hand. A cell is finished when
+(and stored in the cell's `result.json`), so any cell can be redone by hand; each command is its own
+process, forked from a server that imported torch and Lightning once (`stablerep_pl.cli.launch`). A cell is finished when
 its `result.json` exists with the current hashes; it is written last, atomically. A fit that
 completed leaves `fit_done.json`, so a cell killed while probing re-probes without retraining; a
 cell killed while training is wiped and trained again (a partial run is never resumed or reused).
 
-CPU seconds per command come from `os.wait4` (the child's own rusage, unaffected by other jobs):
+CPU seconds per command are the command's own rusage (with its data workers), unaffected by other jobs:
 that, not wall time, is what the budget estimate in the config is made of on a shared machine.
 """
 
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from stablerep_pl.cli import launch
 from stablerep_pl.cli.replicate.plan import Cell, probe_command, shell_line
 from stablerep_pl.cli.replicate.spec import EvaluationSpec
 
@@ -38,7 +41,7 @@ class CellFailed(RuntimeError):
     """A command of a cell exited with an error; the message names its log."""
 
 
-_running: set[subprocess.Popen] = set()
+_running: set[Any] = set()  # subprocess.Popen or launch.WarmProcess
 _lock = threading.Lock()
 
 
@@ -65,12 +68,32 @@ def finished_result(out: Path, cell: Cell) -> dict[str, Any] | None:
 
 
 def run_command(args: list[str], log: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run to completion with output to `log`; wall and CPU seconds (user + system of the child)."""
+    """Run to completion with output to `log`; wall and CPU seconds (user + system of the command).
+
+    `python -m stablerep_pl.cli ...` with this interpreter runs as a fork of `launch`'s warm server
+    (the same command, without 5 s of imports); anything else as an ordinary subprocess.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with log.open("w") as handle:
-        handle.write(shell_line(args) + "\n\n")
-        handle.flush()
+    log.write_text(shell_line(args) + "\n\n")
+    if args[:3] == [sys.executable, "-m", "stablerep_pl.cli"]:
+        proc: Any = launch.start(args[3:], log, env=env)
+        with _lock:
+            _running.add(proc)
+        try:
+            returncode, cpu = proc.wait(), proc.cpu_seconds() or 0.0
+        finally:
+            with _lock:
+                _running.discard(proc)
+    else:
+        returncode, cpu = _run_subprocess(args, log, env)
+    if returncode != 0:
+        raise CellFailed(f"exit status {returncode}: {shell_line(args)}\n  log: {log}")
+    return {"wall": round(time.perf_counter() - start, 1), "cpu": round(cpu, 1)}
+
+
+def _run_subprocess(args: list[str], log: Path, env: dict[str, str]) -> tuple[int, float]:
+    with log.open("a") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
         with _lock:
             _running.add(proc)
@@ -80,9 +103,7 @@ def run_command(args: list[str], log: Path, env: dict[str, str]) -> dict[str, fl
         finally:
             with _lock:
                 _running.discard(proc)
-    if proc.returncode != 0:
-        raise CellFailed(f"exit status {proc.returncode}: {shell_line(args)}\n  log: {log}")
-    return {"wall": round(time.perf_counter() - start, 1), "cpu": round(usage.ru_utime + usage.ru_stime, 1)}
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def stop_running() -> None:
