@@ -1,8 +1,9 @@
 """Fixtures for the multi-process `stablerep fit` tests: launch the CLI, read rank records, recompute
 the first step in one process.
 
-Runs go through `python -m stablerep_pl.cli fit ... --trainer.devices 2 --trainer.accelerator cpu`, so
-Lightning's own launcher starts the second rank exactly as it would for a user (gloo on CPU). The
+Runs go through `stablerep fit ... --trainer.devices 2 --trainer.accelerator cpu` (rank 0 forked by
+`stablerep_pl.cli.launch`), so Lightning's own launcher starts the second rank as it would for a
+user: `python -m stablerep_pl.cli.__main__ fit ...` (gloo on CPU). The
 child processes get a clean environment (no inherited SLURM/torchrun variables, one thread each) and
 `tests/distributed` on PYTHONPATH for the `rank_recorder.RankRecorder` callback.
 """
@@ -10,9 +11,6 @@ child processes get a clean environment (no inherited SLURM/torchrun variables, 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from stablerep_pl.cli import StableRepCLI
+from stablerep_pl.cli import StableRepCLI, launch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -37,20 +35,18 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def launch_fit() -> Callable[[list[str], Path], str]:
-    """Run `stablerep fit ARGS` in `workdir`; return stdout, or fail with both streams."""
+    """Run `stablerep fit ARGS` in `workdir` (a fork of `launch`'s warm server, in its own process
+    group); return its output (both streams, both ranks), or fail with it."""
 
     def run(args: list[str], workdir: Path, timeout: float = 300) -> str:
-        cmd = [sys.executable, "-m", "stablerep_pl.cli", "fit", *args]
-        proc = subprocess.Popen(cmd, cwd=workdir, env=_clean_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher's child rank is in the same session
-            out, err = proc.communicate()
-            pytest.fail(f"`stablerep fit` timed out after {timeout} s\n{out[-3000:]}\n{err[-5000:]}")
-        if proc.returncode != 0:
-            pytest.fail(f"`stablerep fit` failed ({proc.returncode})\n{out[-3000:]}\n{err[-8000:]}")
+        process = launch.start(["fit", *args], workdir / "launch_fit.log", cwd=workdir, env=_clean_env(),
+                               inherit_env=False, new_session=True, sys_path=[str(HERE)])  # fmt: skip
+        if process.wait(timeout) is None:
+            process.kill()  # the launcher's child rank is in the same process group
+            pytest.fail(f"`stablerep fit` timed out after {timeout} s\n{process.log.read_text()[-8000:]}")
+        out = process.log.read_text()
+        if process.returncode != 0:
+            pytest.fail(f"`stablerep fit` failed ({process.returncode})\n{out[-11000:]}")
         return out
 
     return run

@@ -93,10 +93,12 @@ def start(
     env: Mapping[str, str] | None = None,
     new_session: bool = False,
     sys_path: Sequence[str] = (),
+    inherit_env: bool = True,
 ) -> WarmProcess:
     """Run `stablerep ARGV` (e.g. `["fit", "--config", ...]`) in a fork, output to `log`.
 
-    `env` is applied on top of the server's environment, `sys_path` is prepended (e.g. for callbacks
+    `env` is applied on top of the server's environment (or replaces it: `inherit_env=False`), so
+    that what a launcher left there, e.g. `RANK` or `SLURM_*`, can be kept from a run), `sys_path` is prepended (e.g. for callbacks
     named by `class_path` in a folder of scripts), and `new_session` gives the command its own
     process group, so that it can SIGKILL its group (DDP ranks, data workers) without its caller.
     """
@@ -105,7 +107,16 @@ def start(
     usage = log.with_name(log.name + ".usage.json")
     usage.unlink(missing_ok=True)
     directory = str(Path(cwd).absolute()) if cwd is not None else os.getcwd()
-    args = (list(argv), str(log), directory, dict(env or {}), new_session, list(sys_path), str(usage))
+    args = (
+        list(argv),
+        str(log),
+        directory,
+        dict(env or {}),
+        inherit_env,
+        new_session,
+        list(sys_path),
+        str(usage),
+    )
     process = forkserver().Process(target=_run, args=args, name=f"stablerep {' '.join(argv[:1])}")
     with _main_module_hidden():
         process.start()
@@ -135,8 +146,8 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 def _run(
-    argv: list[str], log: str, cwd: str, env: dict[str, str], new_session: bool, sys_path: list[str],
-    usage: str,
+    argv: list[str], log: str, cwd: str, env: dict[str, str], inherit_env: bool, new_session: bool,
+    sys_path: list[str], usage: str,
 ) -> None:  # fmt: skip
     """Inside the fork: become what `python -m stablerep_pl.cli ARGV` would be, then run it."""
     if new_session:
@@ -149,6 +160,8 @@ def _run(
     os.dup2(fd, 2)
     os.close(fd)
     os.chdir(cwd)
+    if not inherit_env:
+        os.environ.clear()
     os.environ.update(env)
     if "OMP_NUM_THREADS" in env:
         import torch
@@ -159,8 +172,18 @@ def _run(
     try:
         runpy.run_module("stablerep_pl.cli", run_name="__main__", alter_sys=True)
     finally:
+        _wait_for_children()
         sys.stdout.flush()
         sys.stderr.flush()
         spent = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         cpu = sum(u.ru_utime + u.ru_stime for u in spent)
         Path(usage).write_text(json.dumps({"cpu": round(cpu, 2)}))
+
+
+def _wait_for_children() -> None:
+    """End when the processes this command started have ended (the DDP ranks Lightning launched
+    may still be writing their last files when rank 0 returns), so that waiting for the command
+    means waiting for all of it, and their CPU seconds count."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.wait()
