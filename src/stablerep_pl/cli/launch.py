@@ -6,8 +6,8 @@ cells or a resume check of three short runs is mostly that. Here a multiprocessi
 imports `PRELOAD` once, and each command is a fork of it that runs exactly what
 `python -m stablerep_pl.cli ARGV` runs, in its own process: its own working directory, environment,
 log file and (optionally) process group, killable with SIGKILL like any process. The server only
-imports (it never runs a torch operation nor touches a GPU), so a fork starts as clean as a fresh
-interpreter; CUDA is first initialised in the fork. Ranks that Lightning launches for DDP are fresh
+imports (it never runs a torch operation, and importing PRELOAD calls no CUDA function: checked), so
+a fork starts as clean as a fresh interpreter; CUDA is first initialised in the fork. Ranks that Lightning launches for DDP are fresh
 interpreters as usual (`python -m stablerep_pl.cli.__main__ ...`).
 
 What a fork cannot change after the fact: the OpenMP runtime read `OMP_NUM_THREADS` when the server
