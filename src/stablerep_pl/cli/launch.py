@@ -36,6 +36,11 @@ _context: Any = None
 _start_lock = threading.Lock()
 
 
+def available() -> bool:
+    """Whether forks can be used here (POSIX); callers fall back to ordinary subprocesses otherwise."""
+    return "forkserver" in multiprocessing.get_all_start_methods()
+
+
 def forkserver() -> Any:
     """The process-wide forkserver context; its server imports `PRELOAD` when it first starts."""
     global _context

@@ -71,12 +71,13 @@ def run_command(args: list[str], log: Path, env: dict[str, str]) -> dict[str, fl
     """Run to completion with output to `log`; wall and CPU seconds (user + system of the command).
 
     `python -m stablerep_pl.cli ...` with this interpreter runs as a fork of `launch`'s warm server
-    (the same command, without 5 s of imports); anything else as an ordinary subprocess.
+    (the same command, without 5 s of imports); anything else, or where forks are unavailable
+    (Windows), as an ordinary subprocess.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     log.write_text(shell_line(args) + "\n\n")
-    if args[:3] == [sys.executable, "-m", "stablerep_pl.cli"]:
+    if args[:3] == [sys.executable, "-m", "stablerep_pl.cli"] and launch.available():
         proc: Any = launch.start(args[3:], log, env=env)
         with _lock:
             _running.add(proc)
