@@ -94,9 +94,8 @@ def fit_command(fit_args: list[str], run_dir: Path, steps: int, extra_callbacks:
 
 def start(command: list[str], cwd: Path, log: Path) -> launch.WarmProcess:
     """A run in its own process group (DDP ranks and data workers die with it), output to `log`."""
-    pythonpath = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # for launched DDP ranks
-    return launch.start(command, log, cwd=cwd, env={"PYTHONPATH": pythonpath}, new_session=True,
-                        sys_path=[str(HERE)])  # fmt: skip
+    pythonpath = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # StepRecorder & co.
+    return launch.start(command, log, cwd=cwd, env={"PYTHONPATH": pythonpath}, new_session=True)
 
 
 def finish(process: launch.WarmProcess, timeout: float, expect_kill: bool = False) -> None:

@@ -10,9 +10,6 @@ nothing with other ranks, other launches or the test process beyond those import
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import runpy
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -26,43 +23,27 @@ import torch.distributed as dist
 from stablerep_pl.cli import launch
 
 
-def _run_rank(script: str, argv: list[str], log: str, env: dict[str, str]) -> None:
-    """Inside the forked rank: output to `log`, then run `script` as `__main__` with `argv`."""
-    multiprocessing.set_start_method(None, force=True)  # the platform default, as in a fresh interpreter
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.environ.update(env)
-    sys.path.insert(0, str(Path(script).parent))
-    sys.argv = [script, *argv]
-    runpy.run_path(script, run_name="__main__")
-
-
 def run_gloo_workers(
     script: Path, out_dir: Path, extra_args: Sequence[str] = (), world: int = 2, timeout: float = 300
 ) -> list[Any]:
     """Run `world` ranks of `script`; fail the test with their output if any rank fails."""
     env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     init_file = out_dir / "store"
-    context = launch.forkserver()
-    ranks = []
+    processes = []
     for rank in range(world):
         argv = [str(rank), str(world), str(init_file), *extra_args, str(out_dir)]
-        log = out_dir / f"rank{rank}.log"
-        process = context.Process(target=_run_rank, args=(str(script), argv, str(log), env))
-        process.start()
-        ranks.append((process, log))
+        processes.append(launch.start(argv, out_dir / f"rank{rank}.log", env=env, script=script))
     try:
-        for process, _ in ranks:
-            process.join(timeout)
+        for process in processes:
+            process.wait(timeout)
     finally:
-        for process, _ in ranks:
-            if process.is_alive():
-                process.kill()
-                process.join()
-    if any(process.exitcode != 0 for process, _ in ranks):
+        for process in processes:
+            process.kill()  # those still running after the timeout
+    if any(process.returncode != 0 for process in processes):
         logs = [
-            f"exit code {p.exitcode}\n" + log.read_text(errors="replace") for p, log in ranks if log.exists()
+            f"exit code {r.returncode}\n" + r.log.read_text(errors="replace")
+            for r in processes
+            if r.log.exists()
         ]
         pytest.fail(f"{script.name} workers failed:\n" + "\n----\n".join(logs))
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(world)]

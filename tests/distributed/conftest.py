@@ -40,7 +40,7 @@ def launch_fit() -> Callable[[list[str], Path], str]:
 
     def run(args: list[str], workdir: Path, timeout: float = 300) -> str:
         process = launch.start(["fit", *args], workdir / "launch_fit.log", cwd=workdir, env=_clean_env(),
-                               inherit_env=False, new_session=True, sys_path=[str(HERE)])  # fmt: skip
+                               inherit_env=False, new_session=True)  # fmt: skip
         if process.wait(timeout) is None:
             process.kill()  # the launcher's child rank is in the same process group
             pytest.fail(f"`stablerep fit` timed out after {timeout} s\n{process.log.read_text()[-8000:]}")

@@ -5,10 +5,11 @@ torchmetrics, torchvision and transformers) and this package before its first st
 cells or a resume check of three short runs is mostly that. Here a multiprocessing forkserver
 imports `PRELOAD` once, and each command is a fork of it that runs exactly what
 `python -m stablerep_pl.cli ARGV` runs, in its own process: its own working directory, environment,
-log file and (optionally) process group, killable with SIGKILL like any process. The server only
-imports (it never runs a torch operation, and importing PRELOAD calls no CUDA function: checked), so
-a fork starts as clean as a fresh interpreter; CUDA is first initialised in the fork. Ranks that Lightning launches for DDP are fresh
-interpreters as usual (`python -m stablerep_pl.cli.__main__ ...`).
+log file and (optionally) process group, killable with SIGKILL like any process (a Python script can
+be run the same way). The server only imports (it never runs a torch operation, and importing
+PRELOAD calls no CUDA function: checked), so a fork starts as clean as a fresh interpreter; CUDA is
+first initialised in the fork. Ranks that Lightning launches for DDP are fresh interpreters as usual
+(`python -m stablerep_pl.cli.__main__ ...`).
 
 What a fork cannot change after the fact: the OpenMP runtime read `OMP_NUM_THREADS` when the server
 imported torch, so a thread count in `env` is applied with `torch.set_num_threads`. And
@@ -97,32 +98,27 @@ def start(
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     new_session: bool = False,
-    sys_path: Sequence[str] = (),
     inherit_env: bool = True,
+    script: str | Path | None = None,
 ) -> WarmProcess:
-    """Run `stablerep ARGV` (e.g. `["fit", "--config", ...]`) in a fork, output to `log`.
+    """Run `stablerep ARGV` (e.g. `["fit", "--config", ...]`) in a fork, output to `log`; given
+    `script`, run that Python file as `__main__` with ARGV instead (`python SCRIPT ARGV`).
 
-    `env` is applied on top of the server's environment (or replaces it: `inherit_env=False`), so
-    that what a launcher left there, e.g. `RANK` or `SLURM_*`, can be kept from a run), `sys_path` is prepended (e.g. for callbacks
-    named by `class_path` in a folder of scripts), and `new_session` gives the command its own
-    process group, so that it can SIGKILL its group (DDP ranks, data workers) without its caller.
+    `env` is applied on top of the server's environment (or replaces it, `inherit_env=False`, so
+    that what a launcher left there, e.g. `RANK` or `SLURM_*`, is kept from a run); its `PYTHONPATH`
+    reaches `sys.path` as in a fresh interpreter (e.g. for callbacks named by `class_path`), and
+    processes the command starts inherit it. `new_session` gives the command its own process group,
+    so that it can SIGKILL its group (DDP ranks, data workers) without its caller.
     """
     log = Path(log).absolute()
     log.parent.mkdir(parents=True, exist_ok=True)
     usage = log.with_name(log.name + ".usage.json")
     usage.unlink(missing_ok=True)
     directory = str(Path(cwd).absolute()) if cwd is not None else os.getcwd()
-    args = (
-        list(argv),
-        str(log),
-        directory,
-        dict(env or {}),
-        inherit_env,
-        new_session,
-        list(sys_path),
-        str(usage),
-    )
-    process = forkserver().Process(target=_run, args=args, name=f"stablerep {' '.join(argv[:1])}")
+    target = str(Path(script).absolute()) if script is not None else None
+    args = (list(argv), str(log), directory, dict(env or {}), inherit_env, new_session, target, str(usage))
+    name = Path(target).name if target else f"stablerep {' '.join(argv[:1])}"
+    process = forkserver().Process(target=_run, args=args, name=name)
     with _main_module_hidden():
         process.start()
     return WarmProcess(process, log, usage, new_session)
@@ -152,9 +148,10 @@ def _main_module_hidden() -> Iterator[None]:
 
 def _run(
     argv: list[str], log: str, cwd: str, env: dict[str, str], inherit_env: bool, new_session: bool,
-    sys_path: list[str], usage: str,
+    script: str | None, usage: str,
 ) -> None:  # fmt: skip
-    """Inside the fork: become what `python -m stablerep_pl.cli ARGV` would be, then run it."""
+    """Inside the fork: become what `python -m stablerep_pl.cli ARGV` (or `python SCRIPT ARGV`)
+    would be, then run it."""
     if new_session:
         os.setsid()
     # multiprocessing made the forkserver this process's start method; a fresh interpreter has the
@@ -172,10 +169,16 @@ def _run(
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    sys.path[:0] = sys_path
-    sys.argv = ["stablerep", *argv]
+    # A fresh interpreter's path: the script's folder (the working directory for -m), then PYTHONPATH.
+    first = str(Path(script).parent) if script else cwd
+    sys.path[:0] = [first, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
     try:
-        runpy.run_module("stablerep_pl.cli", run_name="__main__", alter_sys=True)
+        if script:
+            sys.argv = [script, *argv]
+            runpy.run_path(script, run_name="__main__")
+        else:
+            sys.argv = ["stablerep", *argv]
+            runpy.run_module("stablerep_pl.cli", run_name="__main__", alter_sys=True)
     finally:
         _wait_for_children()
         sys.stdout.flush()
