@@ -18,6 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from stablerep_pl.callbacks.monitoring import TorchThreads
 from stablerep_pl.cli.errors import SubcommandParser
 from stablerep_pl.cli.throughput import Measurement, measure_fit, measure_input, measure_model
 
@@ -101,6 +104,15 @@ def first_batch(datamodule: Any) -> dict[str, Any]:
     return next(iter(datamodule.train_dataloader()))
 
 
+def apply_thread_settings(trainer: Any) -> int:
+    """The training process's torch threads as the fit will set them (a `TorchThreads` callback sets
+    them at setup), so the input and model measurements run under the same count as the full step."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, TorchThreads):
+            torch.set_num_threads(callback.num_threads)
+    return torch.get_num_threads()
+
+
 def run(fit_args: list[str], steps: int, warmup: int) -> dict[str, Any]:
     from stablerep_pl.cli.fit import StableRepCLI
 
@@ -108,6 +120,7 @@ def run(fit_args: list[str], steps: int, warmup: int) -> dict[str, Any]:
         return StableRepCLI(args=fit_args, run=False)
 
     cli = build()
+    threads = apply_thread_settings(cli.trainer)
     data = measure_input(cli.datamodule, steps, warmup)
     device = cli.trainer.strategy.root_device
     precision = str(cli.trainer.precision)
@@ -119,6 +132,7 @@ def run(fit_args: list[str], steps: int, warmup: int) -> dict[str, Any]:
     mode = getattr(dm, "augmentation_mode", None)
     return {
         "device": str(device), "precision": precision, "num_workers": workers, "augmentation_mode": mode,
+        "torch_threads": threads,
         "input": asdict(data), "model": asdict(model), "full": asdict(full),
         "verdict": verdict(data, model, full, workers, mode, device.type),
     }  # fmt: skip
@@ -132,8 +146,8 @@ def format_report(report: dict[str, Any]) -> str:
         ("model step alone", report["model"]),
         ("full training step", report["full"]),
     ]
-    lines = [f"device {report['device']} · precision {report['precision']} · {report['num_workers']} workers · "
-             f"augmentation {report['augmentation_mode']}", f"{'':<24}{'images/s':>12}{'ms/step':>12}"]  # fmt: skip
+    lines = [f"device {report['device']} · precision {report['precision']} · {report['torch_threads']} torch "
+             f"threads · {report['num_workers']} workers · augmentation {report['augmentation_mode']}", f"{'':<24}{'images/s':>12}{'ms/step':>12}"]  # fmt: skip
     lines += [
         f"{name:<24}{m['images_per_s']:>12.1f}{1000 * m['seconds_per_step']:>12.1f}" for name, m in rows
     ]
