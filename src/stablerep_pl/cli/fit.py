@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from stablerep_pl.callbacks.resume import ExactResume
 from stablerep_pl.cli.errors import ConciseArgumentParser
+from stablerep_pl.distributed.devices import emulated_bf16_message
 from stablerep_pl.methods.base import BaseMethod
 
 
@@ -50,3 +53,12 @@ class StableRepCLI(LightningCLI):
         """Every run gets `ExactResume` (per-rank RNG states, atomic checkpoints, output checks);
         its options are `--exact_resume.*`."""
         parser.add_lightning_class_args(ExactResume, "exact_resume")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, and a warning when its precision is bf16 on a device that only emulates it
+        (a config tuned on one machine, e.g. the quickstart's bf16 on an AVX512-BF16 CPU, met on another)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        message = emulated_bf16_message(trainer.precision, trainer.strategy.root_device)
+        if message:
+            rank_zero_warn(message, category=UserWarning)
+        return trainer
