@@ -127,3 +127,16 @@ def test_bad_inputs_are_rejected() -> None:
         BatchAugmentation(AugmentationConfig(jitter=(0.4, 0.4, 0.4, 0.7)))
     with pytest.raises(ValueError, match="RGB"):
         BatchAugmentation(AugmentationConfig())(torch.zeros(2, 1, 8, 8))
+
+
+def test_autocast_around_the_loader_leaves_the_pixels_in_fp32() -> None:
+    # A loader iterated inside bf16 autocast (num_workers 0, e.g. a reference computed under the run's
+    # precision) used to blur in bf16 and fail writing the result back into the fp32 batch.
+    aug = BatchAugmentation(AugmentationConfig(image_size=16, blur_p=1.0))
+    views = (torch.rand(2, 4, 3, 16, 16) * 255).to(torch.uint8)
+    torch.manual_seed(3)
+    plain = aug(views)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = aug(views)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain)

@@ -101,6 +101,9 @@ class BatchAugmentation(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() < 4 or images.shape[-3] != 3:
             raise ValueError(f"expected RGB views [..., 3, H, W], got shape {tuple(images.shape)}")
+        if torch.is_autocast_enabled(images.device.type):  # e.g. a loader iterated inside bf16 autocast:
+            with torch.autocast(images.device.type, enabled=False):  # pixels stay fp32 (the blur
+                return self.forward(images)  # is a convolution, which autocast would run in bf16)
         flat = images.reshape(-1, *images.shape[-3:])
         scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         out = torch.empty(flat.shape, dtype=torch.float32, device=flat.device)
