@@ -10,6 +10,7 @@ from torch import nn
 
 from stablerep_pl.distributed.fully_shard import (
     DEFAULT_BLOCK_TYPES,
+    make_parameters_contiguous,
     replicated_parameters,
     resolve_block_types,
 )
@@ -29,3 +30,11 @@ def test_replicated_parameters_are_scalars_and_the_method_s_own() -> None:
     method.own = nn.Parameter(torch.ones(3))
     method.backbone.scalar = nn.Parameter(torch.tensor(1.0))
     assert replicated_parameters(method) == {method.own, method.backbone.scalar}
+
+
+def test_channels_last_weights_are_made_contiguous_for_fsdp2_with_their_values() -> None:
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    before = conv.weight.detach().clone()
+    assert not conv.weight.is_contiguous()
+    make_parameters_contiguous(conv)
+    assert conv.weight.is_contiguous() and torch.equal(conv.weight, before)

@@ -60,6 +60,7 @@ def shard_method(
     if any(isinstance(m, FSDPModule) for m in method.modules()):
         return  # Lightning calls configure_model once per stage
     types = resolve_block_types(block_types)
+    make_parameters_contiguous(method)
     replicated = replicated_parameters(method)
     for child in method.children():
         if not any(p not in replicated for p in child.parameters()):
@@ -69,6 +70,15 @@ def shard_method(
                 fully_shard(module, mesh=mesh, ignored_params=replicated)
         fully_shard(child, mesh=mesh, ignored_params=replicated)
     replicate(replicated, mesh.get_group())
+
+
+def make_parameters_contiguous(method: nn.Module) -> None:
+    """FSDP2 shards contiguous parameters only, so `channels_last` weights (`TimmBackbone(channels_last=
+    True)`) go back to the default layout; the activations stay channels_last, as the backbone converts
+    its input and a convolution follows its input's layout."""
+    for param in method.parameters():
+        if not param.is_contiguous():
+            param.data = param.data.contiguous()
 
 
 def replicate(params: Iterable[nn.Parameter], group: dist.ProcessGroup) -> None:
