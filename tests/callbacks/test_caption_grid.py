@@ -81,11 +81,20 @@ def fit(tmp_path: Path, grid: bool, *extra: str) -> tuple[StableRepCLI, Recorder
     return cli, before, after
 
 
-def expected_pixels(view: torch.Tensor) -> np.ndarray:
-    """Un-normalised uint8 `[H, W, 3]` of a normalised `[3, H, W]` view (independent of the callback)."""
+def expected_levels(view: torch.Tensor) -> np.ndarray:
+    """Un-normalised `[H, W, 3]` of a normalised `[3, H, W]` view in 0-255, float64 (independent of the callback)."""
     mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
-    pixels = view.permute(1, 2, 0).double().numpy() * std + mean
-    return np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    return np.clip(view.permute(1, 2, 0).double().numpy() * std + mean, 0, 1) * 255
+
+
+def assert_shows(shown: np.ndarray, view: torch.Tensor) -> None:
+    """`shown` is the view rounded to uint8: exactly, except where the level lies within float32
+    rounding of a half (the callback computes in float32: 149.4999984 may show as 150)."""
+    levels = expected_levels(view)
+    differ = shown.astype(int) != np.rint(levels).astype(int)
+    near_half = np.abs(levels - np.floor(levels) - 0.5) < 1e-4
+    assert not (differ & ~near_half).any()
+    assert (np.abs(shown.astype(int) - levels) <= 0.5 + 1e-4).all()
 
 
 def read_events(log_dir: str) -> tuple[list[Any], list[Any]]:
@@ -120,7 +129,7 @@ def test_grid_shows_the_trained_views_and_the_generated_pool(runs: dict[str, Any
         assert grid.shape[:2] == (ROWS * (TILE + PAD) - PAD, TEXT + (views + POOL) * (TILE + PAD) + GAP)
         for r in range(ROWS):
             for c in range(views):
-                assert np.array_equal(tile(grid, r, c, views), expected_pixels(batch["images"][r, c]))
+                assert_shows(tile(grid, r, c, views), batch["images"][r, c])
             caption = batch["caption"][r]
             for j in range(POOL):
                 [image] = generator.render([ImageRequest(caption, caption_key(caption), j)])
@@ -158,7 +167,7 @@ def test_pool_is_read_back_from_shards(tmp_path: Path) -> None:
         batch = recorded.batches[event.step]
         for r in range(ROWS):
             caption = batch["caption"][r]
-            assert np.array_equal(tile(grid, r, 0, 4), expected_pixels(batch["images"][r, 0]))
+            assert_shows(tile(grid, r, 0, 4), batch["images"][r, 0])
             for j in range(POOL):
                 [image] = generator.render([ImageRequest(caption, caption_key(caption), j)])
                 assert np.array_equal(tile(grid, r, 4 + j, 4), np.asarray(image))

@@ -80,9 +80,10 @@ def test_validate_and_test_report_held_out_loss(tmp_path: Path) -> None:
     fit = StableRepCLI(args=["fit", *fast_args(tmp_path), "--data.init_args.val_captions=16"])
     ckpt = tmp_path / "model.ckpt"
     fit.trainer.save_checkpoint(ckpt)
-    # The reference: the checkpoint's weights in eval mode on every held-out batch, averaged by hand.
+    # The reference: the checkpoint's weights in eval mode on every held-out batch, under the run's
+    # precision (the quickstart's bf16 autocast), averaged by hand.
     model = fit.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), fit.trainer.precision_plugin.forward_context():
         losses = [model.compute_losses(b)["loss"] for b in fit.datamodule.val_dataloader()]
     assert len(losses) == 2  # 16 held-out captions in batches of 8 (equal weights in Lightning's mean)
     expected = float(torch.stack(losses).mean())

@@ -55,7 +55,10 @@ def fsdp_workdir(tmp_path_factory, shard_files, launch_fit, overrides) -> Path:
     args = ["--config", QUICKSTART, "--config", SHARDS, "--config", FULLY_SHARD, "--config", str(overrides(workdir)),
             "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.max_steps={STEPS}",
             f"--data.init_args.urls={urls}", "--data.init_args.resampled=false", "--data.init_args.num_workers=2",
-            "--data.init_args.batch_size=8", "--data.init_args.shuffle_buffer=0"]  # fmt: skip
+            "--data.init_args.batch_size=8", "--data.init_args.shuffle_buffer=0",
+            # fp32: the first step is compared with one process at float32 rounding (the quickstart's
+            # bf16 autocast under FSDP2 runs in the non-finite and queue tests); channels_last stays
+            "--trainer.precision=32-true"]  # fmt: skip
     launch_fit(args, workdir)
     return workdir
 
@@ -87,10 +90,19 @@ def test_fully_shard_first_step_equals_one_process(fsdp_run, first_step_in_one_p
     torch.testing.assert_close(local.mean(), loss, rtol=1e-5, atol=1e-5)
     for record in fsdp_run:
         torch.testing.assert_close(torch.tensor(record["logged_loss"][0]), loss, rtol=1e-5, atol=1e-5)
+    # The reduce-scattered (averaged) gradients, gathered in full, against the exact (float64)
+    # one-process gradient: FSDP2's float32 error must be of the size of one float32 process's own
+    # rounding error, as in the DDP test (a fixed 1e-4 of the largest entry failed on the stem's
+    # BatchNorm biases once the quickstart went channels_last: their gradients nearly cancel, and
+    # the float32 one-process reference itself is off by 0.5 % there).
+    _, exact = first_step_in_one_process(fsdp_run, ["--config", QUICKSTART], torch.float64)
+    for record in fsdp_run:
         assert record["first_grads"].keys() == grads.keys()
-        for name, grad in grads.items():  # reduce-scattered (averaged) gradients, gathered in full
-            error = float((record["first_grads"][name] - grad).abs().max())
-            assert error <= 1e-4 * float(grad.abs().max()) + 1e-7, f"{name}: {error:.3g}"
+        for name, grad in grads.items():
+            reference = exact[name]
+            rounding = float((grad.double() - reference).abs().max())
+            error = float((record["first_grads"][name].double() - reference).abs().max())
+            assert error <= 8 * rounding + 1e-6 * float(reference.abs().max()), (name, error, rounding)
 
 
 @pytest.mark.slow

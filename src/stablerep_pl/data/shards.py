@@ -103,7 +103,7 @@ class ShardDataModule(AugmentationModeMixin, L.LightningDataModule):
     `stall_timeout`: seconds without a batch before the run fails with the likely causes (None: wait
     forever); `max_consecutive_skips`: unusable samples/shards in a row before it fails.
 
-    `augmentation_mode`: `batched` (default), `on_device` or `per_image`, see `augmentation_modes.py`.
+    `augmentation_mode`: `batched` (default), `on_device` or `per_image`, see `augment/modes.py`.
     `record_sources` adds each sample's `key` and shard `url` (n strings each) to the batch, so
     `generated_pool` can read its stored images back (`CaptionGrid` turns it on).
     """
