@@ -27,8 +27,11 @@ fashion-mnist:
 		|| echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST probes will be skipped"; \
 	else echo "note: apt-get unavailable; Fashion-MNIST probes will be skipped"; fi
 
+# bf16 where it is native (AVX512-BF16/AMX CPUs, Ampere+ GPUs), fp32 elsewhere, where emulated bf16
+# would be slower (the quickstart's numbers in the README are bf16's).
 demo: install
-	$(BIN)/stablerep fit --config configs/quickstart.yaml
+	$(BIN)/stablerep fit --config configs/quickstart.yaml --trainer.precision \
+		$$($(BIN)/python -c "from stablerep_pl.distributed.devices import fast_precision; print(fast_precision())")
 
 # Offline evaluation of the newest quickstart checkpoint (run `make demo` first).
 probe: install

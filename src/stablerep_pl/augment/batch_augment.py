@@ -20,6 +20,7 @@ import torch
 
 from stablerep_pl.augment import batch_color
 from stablerep_pl.augment.transforms import IMAGENET_MEAN, IMAGENET_STD, AugmentationConfig, blur_kernel_size
+from stablerep_pl.distributed.devices import no_autocast
 
 CPU_CHUNK_BYTES = 2 << 20  # float32 bytes per vectorised pass on CPU
 
@@ -101,9 +102,12 @@ class BatchAugmentation(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() < 4 or images.shape[-3] != 3:
             raise ValueError(f"expected RGB views [..., 3, H, W], got shape {tuple(images.shape)}")
-        if torch.is_autocast_enabled(images.device.type):  # e.g. a loader iterated inside bf16 autocast:
-            with torch.autocast(images.device.type, enabled=False):  # pixels stay fp32 (the blur
-                return self.forward(images)  # is a convolution, which autocast would run in bf16)
+        # fp32 pixels under an enclosing autocast (e.g. a loader iterated inside bf16 autocast): the
+        # blur is a convolution, which autocast would run in bf16, not fitting the batch's dtype
+        with no_autocast(images.device):
+            return self._augment(images)
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.reshape(-1, *images.shape[-3:])
         scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
         out = torch.empty(flat.shape, dtype=torch.float32, device=flat.device)

@@ -8,8 +8,8 @@ The distribution is the same in all three modes (see `batch_augment.py`):
   accelerator and the photometric half runs there in `on_after_batch_transfer`. For GPU nodes
   short of CPU cores, and for generating on the fly in the training process (`num_workers: 0`).
   Outside a Trainer the loaders then yield uint8 views.
-- `per_image` (`GeneratorDataModule`'s default): torchvision's `train_transform` on each view
-  (the reference pipeline).
+- `per_image` (`GeneratorDataModule`'s default; the quickstart sets `batched`): torchvision's
+  `train_transform` on each view (the reference pipeline).
 """
 
 from __future__ import annotations

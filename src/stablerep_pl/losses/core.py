@@ -10,8 +10,6 @@ backward, so peak memory grows with chunk × N instead of N².
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,14 +33,6 @@ def normalize(features: Tensor) -> Tensor:
 def as_scalar(value: Tensor | float, like: Tensor) -> Tensor:
     """A 0-dim tensor in `like`'s dtype/device; differentiable when `value` is a parameter."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(())
-
-
-def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast would run the logits matmul in bf16/fp16; the losses are computed in fp32 on purpose."""
-    available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
-    if available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def mean_over_anchors(per_anchor: Tensor) -> Tensor:

@@ -14,13 +14,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from stablerep_pl.distributed.devices import no_autocast
 from stablerep_pl.distributed.gather import gather_batch, world_info
 from stablerep_pl.losses.core import (
     as_scalar,
     mean_over_anchors,
     multipos_cross_entropy,
     multipos_sigmoid,
-    no_autocast,
     normalize,
 )
 from stablerep_pl.losses.validation import (

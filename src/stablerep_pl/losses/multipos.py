@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from stablerep_pl.distributed.devices import no_autocast
 from stablerep_pl.distributed.gather import gather_batch, world_info
-from stablerep_pl.losses.core import mean_over_anchors, multipos_cross_entropy, no_autocast, normalize
+from stablerep_pl.losses.core import mean_over_anchors, multipos_cross_entropy, normalize
 from stablerep_pl.losses.validation import (
     check_chunk_size,
     check_features,
