@@ -2,8 +2,8 @@
 
 Every run is `stablerep fit --config configs/quickstart.yaml` as it was when measured (`STUDY`: fp32,
 per-image augmentation, resnet10t at 32 px, 64 captions × 4 views = 256 images/step, seed 0, 768
-steps = 12 epochs) with the same data, schedule and online
-probes; only the candidates of each anchor change:
+steps = 12 epochs) with the same data, schedule and online probes; only the candidates of each
+anchor change:
 
 - plain:          StableRep, the 255 other images of the global batch;
 - queue:          + the 4096 images of the last 16 steps, detached online projections;

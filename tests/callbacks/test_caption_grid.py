@@ -90,11 +90,8 @@ def expected_levels(view: torch.Tensor) -> np.ndarray:
 def assert_shows(shown: np.ndarray, view: torch.Tensor) -> None:
     """`shown` is the view rounded to uint8: exactly, except where the level lies within float32
     rounding of a half (the callback computes in float32: 149.4999984 may show as 150)."""
-    levels = expected_levels(view)
-    differ = shown.astype(int) != np.rint(levels).astype(int)
-    near_half = np.abs(levels - np.floor(levels) - 0.5) < 1e-4
-    assert not (differ & ~near_half).any()
-    assert (np.abs(shown.astype(int) - levels) <= 0.5 + 1e-4).all()
+    # within half a level (+1e-4): the nearest integer, or either one for a level that close to a half
+    assert (np.abs(shown.astype(int) - expected_levels(view)) <= 0.5 + 1e-4).all()
 
 
 def read_events(log_dir: str) -> tuple[list[Any], list[Any]]:

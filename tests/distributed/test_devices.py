@@ -54,7 +54,6 @@ def test_what_cannot_be_checked_counts_as_native(monkeypatch) -> None:
 
 
 def test_fast_precision_follows_the_hardware(monkeypatch) -> None:
-    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     cpu_bf16(monkeypatch, True, False)
     assert fast_precision("cpu") == "bf16-mixed"
     cpu_bf16(monkeypatch, False, False)

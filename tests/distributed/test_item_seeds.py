@@ -9,7 +9,8 @@ from stablerep_pl.distributed.item_seeds import derive_seed, seeded_draws
 
 
 def test_derive_seed_is_stable_and_distinct() -> None:
-    assert derive_seed(0, "train", 3) == derive_seed(0, "train", 3)
+    # pinned: a checkpoint resumed on another machine or Python must see the same items
+    assert derive_seed(0, "train", 3) == 6188701316825173292
     assert derive_seed(0, "train", 3) != derive_seed(0, "train", 4)
     assert 0 <= derive_seed("x") < 2**63
 

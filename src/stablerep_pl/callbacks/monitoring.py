@@ -36,8 +36,12 @@ class TorchThreads(L.Callback):
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = num_threads
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def apply(self) -> None:
+        """Set the threads now (`stablerep benchmark` does, before measuring outside a fit)."""
         torch.set_num_threads(self.num_threads)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.apply()
 
 
 class RunSummary(L.Callback):

@@ -109,7 +109,7 @@ def apply_thread_settings(trainer: Any) -> int:
     them at setup), so the input and model measurements run under the same count as the full step."""
     for callback in trainer.callbacks:
         if isinstance(callback, TorchThreads):
-            torch.set_num_threads(callback.num_threads)
+            callback.apply()
     return torch.get_num_threads()
 
 

@@ -63,7 +63,6 @@ def emulated_bf16_message(precision: str, device: torch.device) -> str | None:
 def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """fp32 inside an enclosing autocast, where the device has one: for what is computed in fp32 on
     purpose (the losses' logits, the augmentation's pixels)."""
-    available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
-    if available(device.type):
+    if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
