@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from stablerep_pl.cli.errors import report_input_error
+from stablerep_pl.distributed.host_memory import keep_freed_host_memory
 
 SUBCOMMANDS = {
     "fit": "train a method (LightningCLI; also validate, test)",
@@ -28,6 +29,7 @@ OVERVIEW = (
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: `stablerep SUBCOMMAND ...`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    keep_freed_host_memory()  # before any tensor: CPU steps reuse freed blocks instead of faulting in pages
     command = list(sys.argv[1:] if argv is None else argv)
     if not command or command[0] in ("-h", "--help"):
         print(OVERVIEW, end="")

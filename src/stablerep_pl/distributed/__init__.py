@@ -1,4 +1,4 @@
-"""Across ranks and processes: gather with gradients, seeding (per rank, per data item), BatchNorm synchronised on any device, FSDP2 and checkpoint consolidation."""
+"""Across ranks and processes: gather with gradients, seeding (per rank, per data item), BatchNorm synchronised on any device, FSDP2 and checkpoint consolidation; and where a process runs (devices, host memory)."""
 
 _EXPORTS = {
     "CPUSyncBatchNorm": "stablerep_pl.distributed.sync_batchnorm",
