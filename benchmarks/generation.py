@@ -4,14 +4,17 @@
     python benchmarks/generation.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --device cuda --size 512 --steps 50 --k 10 --batch 40    # the paper's setting on a GPU
 
-Both runs render the same images (per-image seeds), so only the batching differs. Then the embedded
-procedural generator's images/s at 32, 64 and 224 px (`--procedural_sizes`), one thread, default
-diversity 0.5 and supersampling 2.
+Both runs render the same images (per-image seeds), so only the batching differs. Freed host memory
+is kept in the process as `stablerep` keeps it (`stablerep_pl.distributed.host_memory`);
+`--malloc default` leaves glibc's defaults, under which the batched calls fault in fresh pages for their
+activations (the page-fault column). Then the embedded procedural generator's images/s at 32, 64 and
+224 px (`--procedural_sizes`), one thread, default diversity 0.5 and supersampling 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from stablerep_pl.captions.grammar import procedural_captions
+from stablerep_pl.distributed.host_memory import keep_freed_host_memory
 from stablerep_pl.generation.base import ImageGenerator
 from stablerep_pl.generation.diffusion import DiffusionGenerator
 from stablerep_pl.generation.procedural import ProceduralGenerator
@@ -41,26 +45,33 @@ def make(args: argparse.Namespace, batch_size: int) -> DiffusionGenerator:
     return DiffusionGenerator(model=args.model, dtype=args.dtype, **settings)
 
 
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved(
     generators: list[ImageGenerator], captions: list[str], k: int, repeats: int
-) -> tuple[list[list[float]], list[list]]:
-    """Images/s of each generator per repeat, the generators taking turns within each repeat (this
-    machine's speed drifts by ±20 %: a ratio within one repeat is steadier than best-of-N apart)."""
+) -> tuple[list[list[float]], list[list], list[list[int]]]:
+    """Images/s and minor page faults of each generator per repeat, the generators taking turns within
+    each repeat (this machine's speed drifts by ±20 %: a ratio within one repeat is steadier than
+    best-of-N apart)."""
     for generator in generators:
         generator.generate(captions[:1], 1)  # warm-up (weights, kernels)
     rates: list[list[float]] = [[] for _ in generators]
+    faults: list[list[int]] = [[] for _ in generators]
     images: list[list] = [[] for _ in generators]
     for _ in range(repeats):
         for i, generator in enumerate(generators):
-            start = time.perf_counter()
+            before, start = minor_faults(), time.perf_counter()
             images[i] = generator.generate(captions, k)
             rates[i].append(len(captions) * k / (time.perf_counter() - start))
-    return rates, images
+            faults[i].append(minor_faults() - before)
+    return rates, images, faults
 
 
 def procedural_rate(size: int, captions: list[str], k: int, repeats: int) -> float:
     """Images/s of the procedural generator at `size` px (best of `repeats`, after a warm-up)."""
-    [rates], _ = interleaved([ProceduralGenerator(size=size)], captions, k, repeats)
+    [rates], _, _ = interleaved([ProceduralGenerator(size=size)], captions, k, repeats)
     return max(rates)
 
 
@@ -77,11 +88,16 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=2, help="images per caption")
     parser.add_argument("--batch", type=int, default=32, help="images per pipeline call when batching")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--malloc", choices=("kept", "default"), default="kept",
+        help="kept: freed host memory stays in the process, as under `stablerep`; default: glibc's own",
+    )  # fmt: skip
     parser.add_argument("--procedural_sizes", type=int, nargs="*", default=[32, 64, 224])
     args = parser.parse_args()
+    kept = args.malloc == "kept" and keep_freed_host_memory()
     captions = procedural_captions(args.captions, seed=0)
     generators = [make(args, batch_size=args.k), make(args, batch_size=args.batch)]
-    (one_rates, batch_rates), (one_images, batch_images) = interleaved(
+    (one_rates, batch_rates), (one_images, batch_images), (one_faults, batch_faults) = interleaved(
         generators, captions, args.k, args.repeats
     )
     diff = max(
@@ -89,10 +105,18 @@ def main() -> None:
         for r, s in zip(one_images, batch_images) for a, b in zip(r, s)
     )  # fmt: skip
     ratios = [b / o for o, b in zip(one_rates, batch_rates)]
-    print(f"model={args.model} device={args.device} size={args.size} steps={args.steps} k={args.k}")
-    print(f"{'mode (median of ' + str(args.repeats) + ' interleaved repeats)':<44}{'images/s':>10}")
-    print(f"{'one caption per call':<44}{statistics.median(one_rates):>10.2f}")
-    print(f"{f'batched ({args.batch} images/call)':<44}{statistics.median(batch_rates):>10.2f}")
+    print(
+        f"model={args.model} device={args.device} size={args.size} steps={args.steps} k={args.k} "
+        f"threads={torch.get_num_threads()} malloc={'kept' if kept else 'default'}"
+    )
+    print(
+        f"{'mode (median of ' + str(args.repeats) + ' interleaved repeats)':<44}{'images/s':>10}{'page faults':>13}"
+    )
+    for name, rates, faults in (
+        ("one caption per call", one_rates, one_faults),
+        (f"batched ({args.batch} images/call)", batch_rates, batch_faults),
+    ):
+        print(f"{name:<44}{statistics.median(rates):>10.2f}{statistics.median(faults):>13.0f}")
     print(
         f"speed-up batched / one-at-a-time: median {statistics.median(ratios):.2f}x "
         f"(per repeat {', '.join(f'{r:.2f}' for r in ratios)}; max pixel difference {diff:.0f}/255)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,8 +62,10 @@ def test_benchmark_on_the_quickstart_at_reduced_size(tmp_path: Path, capsys) -> 
         assert saved[part]["images_per_s"] > 0 and saved[part]["steps"] == 3
     assert saved["model"]["extra"]["flops_per_step"] > 0 and saved["model"]["extra"]["mfu"] is None  # CPU
     assert saved["verdict"].split(":")[0] in {"input-bound", "compute-bound", "overhead-bound", "cpu-shared"}
+    assert saved["freed_host_memory_kept"] is (platform.libc_ver()[0] == "glibc")  # `stablerep` set it up
     printed = capsys.readouterr().out
     assert "input pipeline alone" in printed and saved["verdict"] in printed
+    assert ("freed host memory kept" if saved["freed_host_memory_kept"] else "malloc defaults") in printed
     assert report is None or report["verdict"] == saved["verdict"]
 
 

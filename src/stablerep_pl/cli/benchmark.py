@@ -23,6 +23,7 @@ import torch
 from stablerep_pl.callbacks.monitoring import TorchThreads
 from stablerep_pl.cli.errors import SubcommandParser
 from stablerep_pl.cli.throughput import Measurement, measure_fit, measure_input, measure_model
+from stablerep_pl.distributed.host_memory import host_memory_kept
 
 EXAMPLE = (
     "stablerep benchmark --config configs/quickstart.yaml --benchmark.steps 20 --benchmark.json bench.json"
@@ -132,7 +133,7 @@ def run(fit_args: list[str], steps: int, warmup: int) -> dict[str, Any]:
     mode = getattr(dm, "augmentation_mode", None)
     return {
         "device": str(device), "precision": precision, "num_workers": workers, "augmentation_mode": mode,
-        "torch_threads": threads,
+        "torch_threads": threads, "freed_host_memory_kept": host_memory_kept(),
         "input": asdict(data), "model": asdict(model), "full": asdict(full),
         "verdict": verdict(data, model, full, workers, mode, device.type),
     }  # fmt: skip
@@ -146,8 +147,10 @@ def format_report(report: dict[str, Any]) -> str:
         ("model step alone", report["model"]),
         ("full training step", report["full"]),
     ]
+    memory = "freed host memory kept" if report["freed_host_memory_kept"] else "malloc defaults"
     lines = [f"device {report['device']} · precision {report['precision']} · {report['torch_threads']} torch "
-             f"threads · {report['num_workers']} workers · augmentation {report['augmentation_mode']}", f"{'':<24}{'images/s':>12}{'ms/step':>12}"]  # fmt: skip
+             f"threads · {report['num_workers']} workers · augmentation {report['augmentation_mode']} · {memory}",
+             f"{'':<24}{'images/s':>12}{'ms/step':>12}"]  # fmt: skip
     lines += [
         f"{name:<24}{m['images_per_s']:>12.1f}{1000 * m['seconds_per_step']:>12.1f}" for name, m in rows
     ]
