@@ -3,10 +3,12 @@ glibc's settings are per process and cannot be undone once fixed."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -38,7 +40,8 @@ def faults_per_cycle():
 
 
 def run(body: str, env: dict[str, str] | None = None) -> list[str]:
-    environment = {k: v for k, v in os.environ.items() if k != host_memory.ENV_SWITCH}
+    ours = (host_memory.ENV_SWITCH, "LD_PRELOAD", "GLIBC_TUNABLES")  # nothing else may set malloc up
+    environment = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("MALLOC_")}
     environment.update(HF_HUB_OFFLINE="1", **(env or {}))
     done = subprocess.run(
         [sys.executable, "-c", CYCLES + body], env=environment, capture_output=True, text=True, timeout=120
@@ -90,11 +93,34 @@ def test_a_threshold_mallopt_cannot_take_is_refused(threshold) -> None:
         host_memory.keep_freed_host_memory(threshold)
 
 
-def test_other_c_libraries_are_left_alone(monkeypatch) -> None:
+def fake_c_library(monkeypatch, libc_name: str, malloc_of_process: str) -> list[tuple[int, int]]:
+    """glibc (or not) with `malloc` served by glibc (or an interposed allocator); records mallopt calls."""
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    libc = SimpleNamespace(malloc="glibc", mallopt=mallopt)
+    process = SimpleNamespace(malloc=malloc_of_process)
+    fake = SimpleNamespace(CDLL=lambda name: libc if name == "libc.so.6" else process, c_int=ctypes.c_int)
+    monkeypatch.setattr(host_memory, "ctypes", fake)
+    monkeypatch.setattr(host_memory, "_address", lambda function: function)
+    monkeypatch.setattr(host_memory, "sys", SimpleNamespace(platform="linux"))
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: (libc_name, "2.36"))
     monkeypatch.setattr(host_memory, "_kept", False)
     monkeypatch.delenv(host_memory.ENV_SWITCH, raising=False)
-    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: ("", ""))
-    called = []
-    monkeypatch.setattr(host_memory.ctypes, "CDLL", lambda *a: called.append(a))
+    return calls
+
+
+def test_glibc_gets_no_per_block_mmap_and_the_trim_threshold(monkeypatch) -> None:
+    calls = fake_c_library(monkeypatch, "glibc", malloc_of_process="glibc")
+    assert host_memory.keep_freed_host_memory(1 << 20) is True and host_memory.host_memory_kept()
+    assert calls == [(-4, 0), (-1, 1 << 20)]  # M_MMAP_MAX, M_TRIM_THRESHOLD
+
+
+@pytest.mark.parametrize("libc_name, malloc_of_process", [("", "musl"), ("glibc", "jemalloc")])
+def test_other_allocators_are_left_alone(monkeypatch, libc_name: str, malloc_of_process: str) -> None:
+    calls = fake_c_library(monkeypatch, libc_name, malloc_of_process)
     assert host_memory.keep_freed_host_memory() is False and not host_memory.host_memory_kept()
-    assert called == []
+    assert calls == []

@@ -15,8 +15,12 @@ free at the heap's top), as a caching allocator does; measured, +30 MiB over ~95
 generation above and +3 % of peak RSS for the quickstart. A loop re-allocating one large block is
 glibc's worst case: its aligned allocation cannot reuse a freed block of exactly the size asked for
 until neighbours coalesce, so a 48 MiB block was kept 5-6 times (240-290 MiB) before faults stopped.
-`STABLEREP_KEEP_FREED_MEMORY=0` leaves glibc's defaults. Elsewhere than glibc (macOS, musl, Windows)
-it does nothing; an allocator such as jemalloc or tcmalloc in `LD_PRELOAD` makes it moot.
+Each forked DataLoader worker keeps its own high-water mark. Workers started with `spawn` or
+`forkserver` (`multiprocessing_context`) start from glibc's defaults: only the CPU generation in them
+would gain from calling this. `STABLEREP_KEEP_FREED_MEMORY=0` leaves glibc's defaults, for a job
+short of memory; it overrides a user's own `MALLOC_*_`/`GLIBC_TUNABLES` settings for the two values
+it sets. Elsewhere than glibc (macOS, musl, Windows), or with another allocator in `LD_PRELOAD`
+(jemalloc, tcmalloc: they cache freed memory themselves), it does nothing.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ _kept = False
 
 
 def keep_freed_host_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
-    """Serve every block from the heap (no per-block `mmap`) and give back only what exceeds
-    `trim_threshold` bytes at its top; fixed values, so the behaviour no longer depends on history.
+    """Serve blocks from the heap (no per-block `mmap`; other threads' arenas still map requests
+    over 64 MiB) and give back only what exceeds `trim_threshold` bytes at its top; fixed values, so
+    the behaviour no longer depends on history.
 
-    Returns whether the setting is in force: False where the C library is not glibc or when
-    `STABLEREP_KEEP_FREED_MEMORY=0`. Calling it again is harmless.
+    Returns whether the setting is in force: False where the C library is not glibc, where another
+    allocator (jemalloc, tcmalloc in `LD_PRELOAD`) serves `malloc`, or when
+    `STABLEREP_KEEP_FREED_MEMORY=0` (unless an earlier call already applied it: it cannot be undone).
+    Calling it again is harmless.
     """
     global _kept
     if not isinstance(trim_threshold, int) or not 0 < trim_threshold <= _INT_MAX:
@@ -48,10 +55,16 @@ def keep_freed_host_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool
         return _kept
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
-    mallopt = ctypes.CDLL(None).mallopt  # the process's own symbol: glibc's, or an interposed allocator's
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    libc = ctypes.CDLL("libc.so.6")
+    if _address(ctypes.CDLL(None).malloc) != _address(libc.malloc):
+        return False  # an interposed allocator: glibc's settings would not touch it
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _kept = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     return _kept
+
+
+def _address(function: object) -> int | None:
+    return ctypes.cast(function, ctypes.c_void_p).value
 
 
 def host_memory_kept() -> bool:
