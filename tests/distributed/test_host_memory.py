@@ -107,7 +107,7 @@ def fake_c_library(monkeypatch, libc_name: str, malloc_of_process: str) -> list[
     monkeypatch.setattr(host_memory, "ctypes", fake)
     monkeypatch.setattr(host_memory, "_address", lambda function: function)
     monkeypatch.setattr(host_memory, "sys", SimpleNamespace(platform="linux"))
-    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: (libc_name, "2.36"))
+    monkeypatch.setattr(host_memory, "platform", SimpleNamespace(libc_ver=lambda: (libc_name, "2.36")))
     monkeypatch.setattr(host_memory, "_kept", False)
     monkeypatch.delenv(host_memory.ENV_SWITCH, raising=False)
     return calls
